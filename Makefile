@@ -1,0 +1,286 @@
+# Makefile: the tfork build. Hand-written; ./configure only writes config.mk
+# (included below) and config.h. If config.mk is missing, any target first
+# runs `autoreconf -i` (when ./configure is missing) and ./configure.
+#
+#   make            libtfork.so/.a, tfork-serve, examples
+#   make check      build and run the Check suites (tests/check_*.c)
+#   make demo       run examples/demo.sh, else the programs in $(DEMOS)
+#   make bench      run bench/run.sh
+#   make install    DESTDIR/prefix aware; also uninstall
+#   make clean / distclean / maintainer-clean
+#   V=1             show full compiler command lines
+#   TESTS=...       `make check TESTS=tests/check_proto` runs only those
+
+.DEFAULT_GOAL := all
+.SUFFIXES:
+.DELETE_ON_ERROR:
+.SECONDARY:
+
+# The clean targets must work on a tree that was never configured.
+CLEAN_GOALS := clean distclean maintainer-clean
+ifneq ($(if $(MAKECMDGOALS),$(filter-out $(CLEAN_GOALS),$(MAKECMDGOALS)),all),)
+include config.mk
+endif
+# Until config.mk exists (make remakes it first, then restarts) or for the
+# clean targets: a placeholder that keeps the rules below well-formed.
+VERSION ?= 0.0.0-unconfigured
+
+# ---------------------------------------------------------------- flags
+WARN_CFLAGS   = -Wall -Wextra -Wstrict-prototypes -Wwrite-strings $(WERROR)
+BASE_CPPFLAGS = -D_GNU_SOURCE -Iinclude -Isrc -I. -include config.h
+ALL_CPPFLAGS  = $(BASE_CPPFLAGS) $(EV_CFLAGS) $(CPPFLAGS)
+DEPFLAGS      = -MMD -MP
+# Library objects: one set serves libtfork.so, libtfork.a and tfork-serve.
+# Only TFORK_EXTERN (default-visibility) symbols leave the .so, or are
+# exported from tfork-serve by -rdynamic.
+LIB_CFLAGS    = -std=gnu11 -fPIC -fvisibility=hidden $(WARN_CFLAGS) $(CFLAGS)
+# Programs and test modules are built the way a user would build them:
+# default visibility, so -rdynamic and dlsym() see their functions.
+PROG_CFLAGS   = -std=gnu11 $(WARN_CFLAGS) $(CFLAGS)
+
+# Environment for everything that runs from the build tree.
+RUN_ENV  = TFORK_SERVE=$(CURDIR)/tfork-serve
+TEST_ENV = $(RUN_ENV) TFORK_TESTDIR=$(CURDIR)/tests CK_DEFAULT_TIMEOUT=30
+
+V ?= 0
+ifeq ($(V),0)
+Q   = @
+msg = @printf '  %-6s %s\n' '$(1)' '$(2)';
+else
+Q   =
+msg =
+endif
+
+# ---------------------------------------------------------------- sources
+LIB_SRCS   = $(wildcard src/*.c) $(filter-out serve/main.c,$(wildcard serve/*.c))
+SERVE_SRCS = serve/main.c $(filter-out serve/main.c,$(wildcard serve/*.c)) \
+             src/proto.c src/fdpass.c src/sys.c src/export.c src/proctitle.c
+LIB_OBJS   = $(LIB_SRCS:.c=.o)
+SERVE_OBJS = $(SERVE_SRCS:.c=.o)
+ALL_OBJS   = $(sort $(LIB_OBJS) $(SERVE_OBJS))
+
+SOMAJOR = $(firstword $(subst ., ,$(VERSION)))
+SOLIB   = libtfork.so.$(VERSION)
+SONAME  = libtfork.so.$(SOMAJOR)
+LIBS_OUT = $(SOLIB) $(SONAME) libtfork.so libtfork.a
+
+EXAMPLES = $(patsubst %.c,%,$(wildcard examples/*.c))
+DEMOS   ?= prefork-server exec big-parent
+BENCHES  = $(patsubst %.c,%,$(wildcard bench/*.c))
+
+CHECK_SRCS = $(wildcard tests/check_*.c)
+CHECK_BINS = $(CHECK_SRCS:.c=)
+PROG_BINS  = $(patsubst %.c,%,$(wildcard tests/prog_*.c))
+MOD_LIBS   = $(patsubst %.c,%.so,$(wildcard tests/mod_*.c))
+# Any other tests/*.c is a shared helper linked into check_* and prog_*.
+TEST_HELPER_OBJS = $(patsubst %.c,%.o,$(filter-out tests/check_%.c \
+                     tests/prog_%.c tests/mod_%.c,$(wildcard tests/*.c)))
+TESTS ?= $(CHECK_BINS)
+
+# Objects and programs are rebuilt when the compiler or flags change
+# (make CC=clang after a gcc build), not only when sources do.
+BUILD_FLAGS = $(CC) | $(ALL_CPPFLAGS) | $(LIB_CFLAGS) | $(PROG_CFLAGS) | \
+              $(LDFLAGS) | $(EV_LIBS) | $(CHECK_CFLAGS) $(CHECK_LIBS) | $(LIBS)
+
+# ---------------------------------------------------------------- build
+.PHONY: all check demo bench install uninstall clean distclean \
+        maintainer-clean FORCE
+
+all: $(LIBS_OUT) tfork-serve $(EXAMPLES)
+
+src/%.o: src/%.c .build-flags | config.h
+	$(call msg,CC,$@)$(CC) $(ALL_CPPFLAGS) $(LIB_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+serve/%.o: serve/%.c .build-flags | config.h
+	$(call msg,CC,$@)$(CC) $(ALL_CPPFLAGS) $(LIB_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(SOLIB): $(LIB_OBJS)
+	$(call msg,LD,$@)$(CC) -shared -Wl,-soname,$(SONAME) $(LIB_CFLAGS) \
+	  $(LDFLAGS) -o $@ $(LIB_OBJS) $(EV_LIBS) -ldl $(LIBS)
+$(SONAME): $(SOLIB)
+	$(Q)ln -sf $(SOLIB) $@
+libtfork.so: $(SONAME)
+	$(Q)ln -sf $(SONAME) $@
+libtfork.a: $(LIB_OBJS)
+	$(call msg,AR,$@)rm -f $@ && $(AR) rcs $@ $(LIB_OBJS)
+
+# tfork-serve runs inside forks of user programs: no libev. -rdynamic so
+# modules it loads can call the child-side API (TFORK_EXTERN symbols).
+tfork-serve: $(SERVE_OBJS)
+	$(call msg,LD,$@)$(CC) $(LIB_CFLAGS) $(LDFLAGS) -rdynamic -o $@ \
+	  $(SERVE_OBJS) -ldl $(LIBS)
+
+# Examples and benchmarks link the build tree's libtfork.so and find it at
+# run time through $ORIGIN, so they run in place without LD_LIBRARY_PATH.
+examples/%: examples/%.c $(SOLIB) $(SONAME) libtfork.so .build-flags | config.h
+	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) $(DEPFLAGS) \
+	  -MF $@.d -MT $@ $(LDFLAGS) -o $@ $< -L. -ltfork \
+	  -Wl,-rpath,'$$ORIGIN/..' $(EV_LIBS) $(LIBS)
+bench/%: bench/%.c $(SOLIB) $(SONAME) libtfork.so .build-flags | config.h
+	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) $(DEPFLAGS) \
+	  -MF $@.d -MT $@ $(LDFLAGS) -o $@ $< -L. -ltfork \
+	  -Wl,-rpath,'$$ORIGIN/..' $(EV_LIBS) $(LIBS)
+
+# ---------------------------------------------------------------- tests
+# Test programs take all of libtfork.a (--whole-archive) and export it
+# (-rdynamic), so modules loaded into their templates find the whole API.
+TEST_LINK = -Wl,--whole-archive libtfork.a -Wl,--no-whole-archive
+
+tests/%.o: tests/%.c .build-flags | config.h
+	$(call msg,CC,$@)$(CC) $(ALL_CPPFLAGS) $(CHECK_CFLAGS) $(PROG_CFLAGS) \
+	  $(DEPFLAGS) -c -o $@ $<
+# Test modules are dlopen()ed by templates; they do NOT link libtfork.
+tests/mod_%.so: tests/mod_%.c .build-flags | config.h
+	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) -fPIC -shared \
+	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -o $@ $<
+tests/check_%: tests/check_%.c libtfork.a $(TEST_HELPER_OBJS) .build-flags | config.h
+	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(CHECK_CFLAGS) $(PROG_CFLAGS) \
+	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -rdynamic -o $@ $< \
+	  $(TEST_HELPER_OBJS) $(TEST_LINK) $(EV_LIBS) $(CHECK_LIBS) -ldl $(LIBS)
+tests/prog_%: tests/prog_%.c libtfork.a $(TEST_HELPER_OBJS) .build-flags | config.h
+	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) \
+	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -rdynamic -o $@ $< \
+	  $(TEST_HELPER_OBJS) $(TEST_LINK) $(EV_LIBS) -ldl $(LIBS)
+
+ifneq ($(HAVE_CHECK),yes)
+check:
+	@echo "make check: the Check unit-test library was not found by ./configure." >&2
+	@echo "  Install the package check (Debian: apt-get install check libsubunit-dev)," >&2
+	@echo "  then re-run ./configure." >&2
+	@exit 1
+else ifeq ($(strip $(CHECK_SRCS)),)
+check:
+	@echo "make check: there are no tests yet (no tests/check_*.c)." >&2
+	@exit 1
+else
+# Runs every suite even when one fails; each suite's output goes to
+# tests/check_X.log and is shown; the last line sums Check's summaries.
+check: $(LIBS_OUT) tfork-serve $(MOD_LIBS) $(PROG_BINS) $(TESTS)
+	@passed=0; failed=0; badsuites=; \
+	for t in $(TESTS); do \
+	  case $$t in /*) cmd=$$t ;; *) cmd=./$$t ;; esac; \
+	  echo "== $$t"; \
+	  $(TEST_ENV) $$cmd </dev/null >$$t.log 2>&1; rc=$$?; \
+	  cat $$t.log; \
+	  sum=$$(awk '/^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+/ \
+	    { gsub(/,/, ""); n++; c += $$3; f += $$5 + $$7 } \
+	    END { if (n) print c - f, f }' $$t.log); \
+	  if [ -n "$$sum" ]; then \
+	    set -- $$sum; passed=$$((passed + $$1)); failed=$$((failed + $$2)); \
+	    if [ $$rc -ne 0 ] && [ $$2 -eq 0 ]; then \
+	      echo "$$t: exited with status $$rc after its checks passed"; \
+	      failed=$$((failed + 1)); \
+	    fi; \
+	  else \
+	    echo "$$t: no Check summary line (exit status $$rc): counted as 1 failure"; \
+	    failed=$$((failed + 1)); \
+	  fi; \
+	  [ $$rc -eq 0 ] || badsuites="$$badsuites $$t"; \
+	done; \
+	echo; \
+	[ -z "$$badsuites" ] || echo "failed suites:$$badsuites (logs: tests/*.log)"; \
+	echo "$$passed passed, $$failed failed"; \
+	[ -z "$$badsuites" ] && [ $$failed -eq 0 ]
+endif
+
+# ---------------------------------------------------------------- run
+demo: all
+	@if [ -f examples/demo.sh ]; then \
+	  echo "== examples/demo.sh"; \
+	  $(RUN_ENV) bash examples/demo.sh; \
+	else \
+	  for d in $(DEMOS); do \
+	    if [ ! -x examples/$$d ]; then \
+	      echo "make demo: examples/$$d does not exist (no examples/$$d.c yet?)" >&2; \
+	      exit 1; \
+	    fi; \
+	    echo "== examples/$$d"; \
+	    $(RUN_ENV) ./examples/$$d || { \
+	      echo "make demo: examples/$$d failed (exit status $$?)" >&2; exit 1; }; \
+	  done; \
+	fi
+
+bench: all $(BENCHES)
+	@if [ -f bench/run.sh ]; then \
+	  $(RUN_ENV) bash bench/run.sh; \
+	else \
+	  echo "make bench: the benchmarks are not written yet (no bench/run.sh)." >&2; \
+	  exit 1; \
+	fi
+
+# ---------------------------------------------------------------- install
+tfork.pc: config.mk
+	$(Q)printf '%s\n' \
+	  'prefix=$(prefix)' 'exec_prefix=$(exec_prefix)' \
+	  'libdir=$(libdir)' 'includedir=$(includedir)' '' \
+	  'Name: tfork' \
+	  'Description: spawn pre-initialised processes from a small template' \
+	  'Version: $(VERSION)' \
+	  'Libs: -L$${libdir} -ltfork' \
+	  'Libs.private: $(EV_LIBS) -ldl' \
+	  'Cflags: -I$${includedir}' > $@
+
+install: all tfork.pc
+	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir)/pkgconfig \
+	  $(DESTDIR)$(libexecdir)
+	install -m 644 include/tfork.h $(DESTDIR)$(includedir)/
+	if [ -d include/tfork ]; then \
+	  install -d $(DESTDIR)$(includedir)/tfork && \
+	  install -m 644 include/tfork/*.h $(DESTDIR)$(includedir)/tfork/; fi
+	install -m 755 $(SOLIB) $(DESTDIR)$(libdir)/
+	ln -sf $(SOLIB) $(DESTDIR)$(libdir)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(libdir)/libtfork.so
+	install -m 644 libtfork.a $(DESTDIR)$(libdir)/
+	install -m 644 tfork.pc $(DESTDIR)$(libdir)/pkgconfig/
+	install -m 755 tfork-serve $(DESTDIR)$(libexecdir)/
+	for f in $(wildcard man/*.[1-9]); do \
+	  s=$${f##*.}; install -d $(DESTDIR)$(mandir)/man$$s && \
+	  install -m 644 $$f $(DESTDIR)$(mandir)/man$$s/ || exit 1; done
+
+uninstall:
+	rm -f $(DESTDIR)$(includedir)/tfork.h $(DESTDIR)$(libdir)/$(SOLIB) \
+	  $(DESTDIR)$(libdir)/$(SONAME) $(DESTDIR)$(libdir)/libtfork.so \
+	  $(DESTDIR)$(libdir)/libtfork.a $(DESTDIR)$(libdir)/pkgconfig/tfork.pc \
+	  $(DESTDIR)$(libexecdir)/tfork-serve
+	rm -rf $(DESTDIR)$(includedir)/tfork
+	for f in $(wildcard man/*.[1-9]); do \
+	  rm -f $(DESTDIR)$(mandir)/man$${f##*.}/$${f##*/}; done
+
+# ---------------------------------------------------------------- configure
+# config.mk (and config.h with it) comes from configure; make remakes it
+# before anything else and restarts. A CC given to make goes to configure.
+CONFIGURE_ARGS = $(if $(filter command line,$(origin CC)),CC='$(CC)')
+config.mk: config.mk.in configure.ac aclocal.m4 $(wildcard configure)
+	@if [ ! -x configure ] || [ configure.ac -nt configure ] || \
+	    [ aclocal.m4 -nt configure ]; then \
+	  echo "autoreconf -i"; autoreconf -i || exit 1; \
+	fi; \
+	if [ -f config.status ] && [ config.status -nt configure ]; then \
+	  echo "./config.status"; ./config.status || exit 1; \
+	elif [ -f config.status ]; then \
+	  echo "./config.status --recheck"; \
+	  ./config.status --recheck && ./config.status || exit 1; \
+	else \
+	  echo "./configure $(CONFIGURE_ARGS)"; ./configure $(CONFIGURE_ARGS) || exit 1; \
+	fi; \
+	touch $@
+config.h:
+	./config.status config.h
+
+.build-flags: FORCE
+	@flags='$(subst ','\'',$(BUILD_FLAGS))'; \
+	printf '%s\n' "$$flags" | cmp -s - $@ || printf '%s\n' "$$flags" > $@
+FORCE:
+
+# ---------------------------------------------------------------- clean
+clean:
+	rm -f src/*.o serve/*.o tests/*.o src/*.d serve/*.d tests/*.d \
+	  examples/*.d bench/*.d libtfork.so libtfork.so.* libtfork.a \
+	  tfork-serve tfork.pc .build-flags tests/*.so tests/*.log \
+	  $(patsubst %.c,%,$(wildcard examples/*.c bench/*.c tests/check_*.c tests/prog_*.c))
+distclean: clean
+	rm -f config.mk config.h config.log config.status
+maintainer-clean: distclean
+	rm -rf configure configure~ config.h.in config.h.in~ autom4te.cache
+	rm -rf bench/results
+
+-include $(wildcard src/*.d serve/*.d tests/*.d examples/*.d bench/*.d)

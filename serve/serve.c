@@ -1,0 +1,537 @@
+/* serve.c: the template side.  One loop, run by tfork-serve and by the
+ * early/template copies of user programs: it reads commands, forks, reaps
+ * and reports; a forked child continues the same loop on its own socket
+ * until it is told to run or exec.  Plain poll + signalfd, never libev:
+ * the copies may carry the user's own libev state. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef HAVE_SIGNALFD
+#include <sys/signalfd.h>
+#endif
+
+#include "tfork-int.h"
+
+struct serve {
+    int sock;                   /* our socket to the client */
+    int root;                   /* we reap the whole tree below us */
+    int sigfd;                  /* signalfd for SIGCHLD, or -1 */
+    int hello;                  /* the client's version was accepted */
+    int failed;                 /* a require/eval failed: ignore commands */
+    tfork_rd rd;                /* the command being read */
+    tfork_arg *args;            /* accumulated args, in order sent */
+    size_t nargs, cap;
+};
+
+typedef void serve_fn(struct serve *s);
+
+static void reply_error(struct serve *s, int code, uint32_t ref,
+                        const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void send_frame(struct serve *s, tfork_buf *b)
+{
+    if (tfork__buf_end(b) < 0)
+        return;
+    /* a client that stopped reading is still our only client: wait */
+    if (tfork__send_all(s->sock, b->p, b->len, NULL, 0) < 0) {
+        /* nobody to talk to any more: as good as EOF */
+        _exit(0);
+    }
+    tfork__buf_free(b);
+}
+
+static void reply_error(struct serve *s, int code, uint32_t ref,
+                        const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    tfork_buf b;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tfork__buf_frame(&b, TFORK_OP_ERROR, 0);
+    tfork__buf_u32(&b, (uint32_t)code);
+    tfork__buf_u32(&b, ref);
+    tfork__buf_str(&b, msg, strlen(msg));
+    send_frame(s, &b);
+}
+
+static void reply_pid(struct serve *s, unsigned op, pid_t pid)
+{
+    tfork_buf b;
+
+    tfork__buf_frame(&b, op, 0);
+    tfork__buf_u32(&b, (uint32_t)pid);
+    send_frame(s, &b);
+}
+
+/* A failed require/eval leaves the process unfit: later commands are
+ * ignored (their fds closed by the reader) until the client closes. */
+static void fail(struct serve *s)
+{
+    s->failed = 1;
+}
+
+static void reap(struct serve *s)
+{
+    for (;;) {
+        int st;
+        pid_t pid = waitpid(-1, &st, WNOHANG);
+        tfork_buf b;
+
+        if (pid < 0 && errno == EINTR)
+            continue;
+        if (pid <= 0)
+            return;
+        tfork__buf_frame(&b, TFORK_OP_EXIT, 0);
+        tfork__buf_u32(&b, (uint32_t)pid);
+        tfork__buf_u32(&b, (uint32_t)st);
+        send_frame(s, &b);
+    }
+}
+
+static int add_arg(struct serve *s, char *buf, size_t len, int fd)
+{
+    if (s->nargs == s->cap) {
+        size_t ncap = s->cap ? s->cap * 2 : 16;
+        tfork_arg *na = realloc(s->args, ncap * sizeof *na);
+
+        if (!na)
+            return -ENOMEM;
+        s->args = na;
+        s->cap = ncap;
+    }
+    s->args[s->nargs].buf = buf;
+    s->args[s->nargs].len = len;
+    s->args[s->nargs].fd = fd;
+    s->nargs++;
+    return 0;
+}
+
+static void protocol_error(struct serve *s, const char *what)
+{
+    reply_error(s, -EPROTO, 0, "protocol error: malformed %s frame", what);
+    _exit(2);
+}
+
+static void serve_HELLO(struct serve *s)
+{
+    tfork_cur c;
+    uint32_t magic, version;
+
+    tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
+    tfork__cur_u32(&c, &magic);
+    tfork__cur_u32(&c, &version);
+    if (tfork__cur_done(&c) || magic != TFORK_PROTO_MAGIC)
+        protocol_error(s, "HELLO");
+    if (version != TFORK_PROTO_VERSION) {
+        reply_error(s, -EPROTONOSUPPORT, 0, "protocol version %u not "
+                    "supported (this template speaks version %u)",
+                    (unsigned)version, TFORK_PROTO_VERSION);
+        _exit(2);
+    }
+    s->hello = 1;
+}
+
+static void serve_REQUIRE(struct serve *s)
+{
+    tfork_cur c;
+    const char *path;
+
+    tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
+    tfork__cur_str(&c, &path, NULL);
+    if (tfork__cur_done(&c))
+        protocol_error(s, "REQUIRE");
+    if (!dlopen(path, RTLD_NOW | RTLD_GLOBAL)) {
+        const char *e = dlerror();
+
+        reply_error(s, -ELIBACC, 0, "require %s: %s", path,
+                    e ? e : "unknown dlopen error");
+        fail(s);
+    }
+}
+
+static void serve_EVAL(struct serve *s)
+{
+    tfork_cur c;
+    const char *name;
+    char **argv;
+    uint32_t argc;
+    void (*f)(void);
+    tfork_eval_func *fn;
+    int r;
+
+    tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
+    tfork__cur_str(&c, &name, NULL);
+    if (tfork__cur_list(&c, TFORK_LIST_MAX, &argv, &argc) == -ENOMEM) {
+        reply_error(s, -ENOMEM, 0, "eval %s: out of memory", name);
+        fail(s);
+        return;
+    }
+    if (tfork__cur_done(&c)) {
+        free(argv);
+        protocol_error(s, "EVAL");
+    }
+    f = tfork__lookup(name);
+    if (!f) {
+        reply_error(s, -ENOENT, 0, "eval: no function '%s' in process %d",
+                    name, (int)getpid());
+        fail(s);
+        free(argv);
+        return;
+    }
+    fn = (tfork_eval_func *)f;
+    r = fn((int)argc, argv);
+    free(argv);
+    if (r != 0) {
+        reply_error(s, -ECANCELED, 0, "eval: %s returned %d", name, r);
+        fail(s);
+    }
+}
+
+static void serve_ARG(struct serve *s)
+{
+    if (add_arg(s, (char *)s->rd.payload, s->rd.h.len, -1) < 0) {
+        reply_error(s, -ENOMEM, 0, "arg of %lu bytes: out of memory",
+                    (unsigned long)s->rd.h.len);
+        fail(s);
+        return;
+    }
+    s->rd.payload = NULL;   /* the arg keeps it */
+}
+
+static void serve_ARGFD(struct serve *s)
+{
+    if (s->rd.h.len)
+        protocol_error(s, "ARGFD");
+    if (add_arg(s, NULL, 0, s->rd.fds[0]) < 0) {
+        reply_error(s, -ENOMEM, 0, "fd arg: out of memory");
+        fail(s);
+        return;
+    }
+    s->rd.fds[0] = -1;
+}
+
+void tfork__signals_reset(void)
+{
+    struct sigaction sa;
+    sigset_t none;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 1; i < NSIG; i++)
+        if (i != SIGKILL && i != SIGSTOP)
+            sigaction(i, &sa, NULL);   /* EINVAL for libc's own: fine */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void serve_FORK(struct serve *s)
+{
+    tfork_cur c;
+    uint32_t id, flags;
+    sigset_t all, old;
+    pid_t pid;
+    int child_sock = s->rd.fds[0];
+
+    tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
+    tfork__cur_u32(&c, &id);
+    tfork__cur_u32(&c, &flags);
+    if (tfork__cur_done(&c))
+        protocol_error(s, "FORK");
+    s->rd.fds[0] = -1;
+    fflush(NULL);
+    /* no signal handler may run in the child before it is ready */
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid = tfork__sys.fork();
+    if (pid == 0) {
+        close(s->sock);
+        s->sock = child_sock;
+        tfork__rd_next(&s->rd);
+        if (flags & TFORK_FORK_NEWROOT) {
+            s->root = 1;
+#ifdef HAVE_PR_SET_CHILD_SUBREAPER
+            prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+#endif
+            tfork__proctitle("tfork: template");
+        } else {
+            s->root = 0;
+            tfork__proctitle("tfork: child");
+        }
+        s->hello = 0;
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return;
+    }
+    {
+        int e = errno;
+
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        close(child_sock);
+        if (pid < 0) {
+            reply_error(s, -e, id, "fork failed in process %d: %s",
+                        (int)getpid(), strerror(e));
+            return;
+        }
+    }
+    {
+        tfork_buf b;
+
+        tfork__buf_frame(&b, TFORK_OP_FORKED, 0);
+        tfork__buf_u32(&b, id);
+        tfork__buf_u32(&b, (uint32_t)pid);
+        send_frame(s, &b);
+    }
+}
+
+/* Leaves the loop for user code: nothing of ours but the socket remains. */
+static void leave_loop(struct serve *s, const char *what)
+{
+    if (s->sigfd >= 0)
+        close(s->sigfd);
+    s->sigfd = -1;
+    tfork__signals_reset();
+    tfork__proctitle("tfork: %s", what);
+}
+
+static void serve_RUN(struct serve *s)
+{
+    tfork_cur c;
+    const char *name;
+    char *fname;
+    void (*f)(void);
+    int r;
+
+    tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
+    tfork__cur_str(&c, &name, NULL);
+    if (tfork__cur_done(&c))
+        protocol_error(s, "RUN");
+    f = tfork__lookup(name);
+    if (!f) {
+        reply_error(s, -ENOENT, 0, "run: no function '%s' in process %d",
+                    name, (int)getpid());
+        fail(s);
+        return;
+    }
+    reply_pid(s, TFORK_OP_RUNOK, getpid());
+    fname = strdup(name);
+    tfork__rd_free(&s->rd);
+    leave_loop(s, fname ? fname : "run");
+    r = ((tfork_run_func *)f)(s->sock, (int)s->nargs, s->args);
+    fflush(NULL);
+    _exit(r);
+}
+
+/* Puts the fd args on 0, 1, 2, ... in order; each is close-on-exec where
+ * it came from, and dup2 clears the flag on the target. */
+static int place_fds(struct serve *s)
+{
+    int n = 0, *tmp;
+
+    for (size_t i = 0; i < s->nargs; i++)
+        if (s->args[i].fd >= 0)
+            n++;
+    if (!n)
+        return 0;
+    tmp = malloc(sizeof(int) * (size_t)n);
+    if (!tmp)
+        return -ENOMEM;
+    /* first move every source above the targets, so no dup2 overwrites
+     * a source still to be placed */
+    n = 0;
+    for (size_t i = 0; i < s->nargs; i++) {
+        if (s->args[i].fd < 0)
+            continue;
+        tmp[n] = fcntl(s->args[i].fd, F_DUPFD_CLOEXEC, 3 + (int)s->nargs);
+        if (tmp[n] < 0) {
+            free(tmp);
+            return -errno;
+        }
+        n++;
+    }
+    for (int i = 0; i < n; i++) {
+        if (dup2(tmp[i], i) < 0) {
+            free(tmp);
+            return -errno;
+        }
+    }
+    free(tmp);
+    return 0;
+}
+
+static void serve_EXEC(struct serve *s)
+{
+    tfork_cur c;
+    uint32_t flags, argc, envc = 0;
+    const char *path;
+    char **argv = NULL, **envp = NULL;
+    int e;
+
+    tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
+    tfork__cur_u32(&c, &flags);
+    tfork__cur_str(&c, &path, NULL);
+    if (tfork__cur_list(&c, TFORK_LIST_MAX, &argv, &argc) == 0 &&
+        (flags & TFORK_EXEC_ENVP))
+        tfork__cur_list(&c, TFORK_LIST_MAX, &envp, &envc);
+    if (tfork__cur_done(&c) || !path[0]) {
+        free(argv);
+        free(envp);
+        protocol_error(s, "EXEC");
+    }
+    reply_pid(s, TFORK_OP_EXECSTART, getpid());
+    leave_loop(s, path);
+    e = place_fds(s);
+    if (e == 0) {
+        if (envp)
+            execvpe(path, argv, envp);
+        else
+            execvp(path, argv);
+        e = -errno;
+    }
+    reply_error(s, e, 0, "exec %s: %s", path, strerror(-e));
+    _exit(127);
+}
+
+static serve_fn *const dispatch[TFORK_OP_LIMIT] = {
+    [TFORK_OP_HELLO] = serve_HELLO,
+    [TFORK_OP_REQUIRE] = serve_REQUIRE,
+    [TFORK_OP_EVAL] = serve_EVAL,
+    [TFORK_OP_ARG] = serve_ARG,
+    [TFORK_OP_ARGFD] = serve_ARGFD,
+    [TFORK_OP_FORK] = serve_FORK,
+    [TFORK_OP_RUN] = serve_RUN,
+    [TFORK_OP_EXEC] = serve_EXEC,
+};
+
+static void handle_frame(struct serve *s)
+{
+    unsigned op = s->rd.h.op;
+
+    if (!s->hello && op != TFORK_OP_HELLO) {
+        reply_error(s, -EPROTO, 0, "protocol error: %s before HELLO",
+                    tfork__op_name(op));
+        _exit(2);
+    }
+    /* after a failure nothing more is done; the reader closes the fds
+     * the ignored frames carried */
+    if (!s->failed || op == TFORK_OP_HELLO)
+        dispatch[op](s);
+    tfork__rd_next(&s->rd);
+}
+
+void tfork__std_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int n = open("/dev/null", O_RDWR);
+
+            if (n >= 0 && n != fd) {
+                dup2(n, fd);
+                close(n);
+            }
+        }
+    }
+}
+
+static int make_sigfd(void)
+{
+#ifdef HAVE_SIGNALFD
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+#else
+    return -1;
+#endif
+}
+
+void tfork__serve(int sock, int root)
+{
+    struct serve s;
+
+    memset(&s, 0, sizeof s);
+    s.sock = sock;
+    s.root = root;
+    tfork__rd_init(&s.rd, 1);
+    tfork__std_fds();
+#ifdef HAVE_PR_SET_CHILD_SUBREAPER
+    if (root)
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+#endif
+    s.sigfd = make_sigfd();
+    for (;;) {
+        struct pollfd pfd[2] = {
+            { s.sock, POLLIN, 0 },
+            { s.sigfd, POLLIN, 0 },
+        };
+        /* without a signalfd, look for dead children now and then */
+        int n = poll(pfd, s.sigfd >= 0 ? 2 : 1, s.sigfd >= 0 ? -1 : 50);
+
+        if (n < 0 && errno != EINTR)
+            _exit(3);
+        if (s.sigfd >= 0 && (pfd[1].revents & POLLIN)) {
+#ifdef HAVE_SIGNALFD
+            struct signalfd_siginfo si;
+
+            while (read(s.sigfd, &si, sizeof si) > 0)
+                ;
+#endif
+        }
+        reap(&s);
+        if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        for (;;) {
+            int sock_now = s.sock;
+            int r = tfork__rd_step(&s.rd, s.sock);
+
+            if (r == 0)
+                break;
+            if (r == -EPIPE)
+                _exit(0);       /* the client is gone: so are we */
+            if (r < 0) {
+                reply_error(&s, r, 0, "%s", s.rd.err);
+                _exit(2);
+            }
+            handle_frame(&s);
+            if (s.sock != sock_now)
+                break;          /* a new child: poll its own socket */
+        }
+    }
+}
+
+void tfork__serve_copy(int sock, const char *title)
+{
+    tfork__std_fds();
+    if (sock != 3) {
+        if (dup2(sock, 3) < 0)
+            _exit(3);
+        fcntl(3, F_SETFD, FD_CLOEXEC);
+    }
+#ifdef HAVE_CLOSE_RANGE_FUNC
+    if (close_range(4, ~0U, 0) < 0)
+#endif
+    {
+        long max = sysconf(_SC_OPEN_MAX);
+
+        for (int fd = 4; fd < max && fd < 65536; fd++)
+            close(fd);
+    }
+    tfork__signals_reset();
+    tfork__proctitle("%s", title);
+    tfork__serve(3, 1);
+}

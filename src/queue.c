@@ -1,0 +1,113 @@
+/* queue.c: the per-process command queue.  Frames wait here until the
+ * socket takes them; a short write keeps its remainder, an fd rides on the
+ * first byte of its frame, and frames without fds go out together. */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "tfork-int.h"
+
+#define IOV_BATCH 16
+
+int tfork__queue(tfork *p, tfork_buf *b, int fd)
+{
+    struct tfork__frame *f;
+    int r = tfork__buf_end(b);
+
+    if (r < 0) {
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    f = malloc(sizeof *f);
+    if (!f) {
+        tfork__buf_free(b);
+        if (fd >= 0)
+            close(fd);
+        return -ENOMEM;
+    }
+    f->next = NULL;
+    f->buf = b->p;
+    f->len = b->len;
+    f->off = 0;
+    f->fd = fd;
+    b->p = NULL;
+    if (p->qtail)
+        p->qtail->next = f;
+    else
+        p->qhead = f;
+    p->qtail = f;
+    return 0;
+}
+
+int tfork__queue_hello(tfork *p)
+{
+    tfork_buf b;
+
+    tfork__buf_frame(&b, TFORK_OP_HELLO, 0);
+    tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
+    tfork__buf_u32(&b, TFORK_PROTO_VERSION);
+    return tfork__queue(p, &b, -1);
+}
+
+static void frame_free(struct tfork__frame *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->buf);
+    free(f);
+}
+
+void tfork__queue_drop(tfork *p)
+{
+    while (p->qhead) {
+        struct tfork__frame *f = p->qhead;
+
+        p->qhead = f->next;
+        frame_free(f);
+    }
+    p->qtail = NULL;
+}
+
+int tfork__flush(tfork *p)
+{
+    while (p->qhead && p->fd >= 0) {
+        struct iovec iov[IOV_BATCH];
+        struct tfork__frame *f = p->qhead;
+        int n = 0, fds = f->off == 0 && f->fd >= 0;
+        ssize_t w;
+
+        /* a frame with an fd starts a batch: the fd must ride on its
+         * own first byte, not on an earlier frame's */
+        for (; f && n < IOV_BATCH; f = f->next) {
+            if (n && f->fd >= 0)
+                break;
+            iov[n].iov_base = f->buf + f->off;
+            iov[n].iov_len = f->len - f->off;
+            n++;
+        }
+        w = tfork__send(p->fd, iov, n, fds ? &p->qhead->fd : NULL,
+                        fds ? 1 : 0, 1);
+        if (w == -EAGAIN)
+            return 0;
+        if (w < 0)
+            return (int)w;
+        if (fds) {
+            close(p->qhead->fd);
+            p->qhead->fd = -1;
+        }
+        while (w > 0) {
+            f = p->qhead;
+            if ((size_t)w < f->len - f->off) {
+                f->off += (size_t)w;
+                break;
+            }
+            w -= (ssize_t)(f->len - f->off);
+            p->qhead = f->next;
+            if (!p->qhead)
+                p->qtail = NULL;
+            frame_free(f);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,203 @@
+/* tfork-int.h: internals shared by the client library (src/) and the
+ * template side (serve/).  Nothing here is installed or exported. */
+#ifndef TFORK_INT_H
+#define TFORK_INT_H
+
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "tfork.h"
+#include "proto.h"
+
+#define TFORK_HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- sys.c: the system calls that tests replace to inject faults ---- */
+struct tfork__sys {
+    pid_t (*fork)(void);
+    int (*socketpair)(int domain, int type, int proto, int sv[2]);
+    ssize_t (*sendmsg)(int fd, const struct msghdr *m, int flags);
+    ssize_t (*recvmsg)(int fd, struct msghdr *m, int flags);
+    int (*posix_spawn)(pid_t *pid, const char *path,
+                       const posix_spawn_file_actions_t *fa,
+                       const posix_spawnattr_t *attr, char *const argv[],
+                       char *const envp[]);
+    int (*pidfd_open)(pid_t pid, unsigned flags);   /* -1 + errno */
+    int (*dup_cloexec)(int fd);                     /* fcntl(F_DUPFD_CLOEXEC, 3) */
+};
+extern struct tfork__sys tfork__sys;
+
+/* Default implementations, for a test that wraps one of them. */
+pid_t tfork__sys_fork(void);
+int tfork__sys_pidfd_open(pid_t pid, unsigned flags);
+
+/* ---- fdpass.c: frames over a unix stream socket with SCM_RIGHTS ---- */
+
+/* sendmsg with MSG_NOSIGNAL (and MSG_DONTWAIT when nonblock), fds riding
+ * on the first byte; EINTR retried.  Bytes sent, or -errno (-EAGAIN). */
+ssize_t tfork__send(int fd, const struct iovec *iov, int iovcnt,
+                    const int *fds, int nfds, int nonblock);
+/* Sends the whole buffer, waiting with poll when the socket is full. */
+int tfork__send_all(int fd, const void *buf, size_t len, const int *fds,
+                    int nfds);
+
+/* An incremental frame reader.  It reads headers and payloads exactly, so
+ * it never consumes a byte (or an fd) of the frame after the current one:
+ * what follows a RUNOK frame stays in the socket for the user. */
+typedef struct tfork_rd {
+    unsigned char hdr[TFORK_HDR_LEN];   /* header bytes so far */
+    size_t hpos;                        /* of TFORK_HDR_LEN */
+    int have_hdr;                       /* hdr complete and valid */
+    tfork_hdr h;                        /* the decoded header */
+    unsigned char *payload;             /* h.len + 1 bytes once complete */
+    size_t pcap;                        /* allocated, grows as bytes come */
+    size_t ppos;                        /* payload bytes so far */
+    int fds[TFORK_FDS_MAX];             /* fds that came with the header */
+    int nfds;
+    int cmd;                            /* 1: expect commands, 0: replies */
+    char err[256];                      /* why a step failed */
+} tfork_rd;
+
+void tfork__rd_init(tfork_rd *r, int cmd);
+/* Reads what is available (never blocking).  1: a frame is complete
+ * (r->h, r->payload, r->fds); 0: would block; -EPIPE: EOF between frames;
+ * other -errno: error or protocol violation, message in r->err.  Every fd
+ * of a bad frame is closed. */
+int tfork__rd_step(tfork_rd *r, int fd);
+/* After a complete frame: frees the payload and closes any fd the caller
+ * did not take (set to -1), ready for the next frame. */
+void tfork__rd_next(tfork_rd *r);
+/* Releases everything the reader holds. */
+void tfork__rd_free(tfork_rd *r);
+
+/* ---- export.c ---- */
+/* A function by name: the TFORK_EXPORT registry, then dlsym. */
+void (*tfork__lookup(const char *name))(void);
+
+/* ---- proctitle.c ---- */
+void tfork__proctitle_init(int argc, char **argv);
+void tfork__proctitle(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* ---- serve/serve.c: the template loop ---- */
+/* Serves commands on sock forever, then exits.  root: this process reaps
+ * (as subreaper) every descendant and reports its exit.  Never returns. */
+void tfork__serve(int sock, int root) __attribute__((noreturn));
+/* For a copy of the caller's program (tfork_early, tfork_template):
+ * /dev/null on closed 0/1/2, sock moved to fd 3, every other fd closed,
+ * signals reset; then tfork__serve(3, 1). */
+void tfork__serve_copy(int sock, const char *title)
+    __attribute__((noreturn));
+/* Signal dispositions to default, mask empty (for children). */
+void tfork__signals_reset(void);
+/* /dev/null on any of 0, 1, 2 that is closed. */
+void tfork__std_fds(void);
+
+/* ---- client side (src/client.c and friends) ---- */
+struct tfork__ev;
+
+struct tfork__frame {
+    struct tfork__frame *next;
+    unsigned char *buf;         /* header and payload */
+    size_t len;                 /* bytes in buf */
+    size_t off;                 /* bytes already sent */
+    int fd;                     /* rides on the first byte, or -1 */
+};
+
+/* The birth and exit record of one forked process; outlives the handle. */
+typedef struct tfork__kid {
+    struct tfork__kid *next;    /* in a parent's pending list or a table */
+    uint32_t id;                /* fork id within the parent */
+    pid_t pid;                  /* 0 until FORKED */
+    tfork *proc;                /* the handle while it lives (weak) */
+    tfork_exit_cb *cb;          /* on_exit, or NULL */
+    void *data;
+    int exited;                 /* status known, waiting for on_exit */
+    int status;
+} tfork__kid;
+
+enum tfork__state {
+    TFORK_PREP = 0,             /* taking commands */
+    TFORK_RUNNING,              /* run or exec sent, waiting for the answer */
+    TFORK_DONE                  /* handed over or failed after run */
+};
+
+#define TFORK_STASH 64
+
+struct tfork {
+    struct ev_loop *loop;       /* the loop all watchers live on */
+    struct tfork__ev *ev;       /* loop_ev.c's watchers */
+    int fd;                     /* client end of the socket, -1 once closed */
+    int user;                   /* the caller still owns the handle */
+    int refs;                   /* holds by children and running callbacks */
+    int root;                   /* reaps its descendants (subreaper) */
+    int lib;                    /* owned by the library: default/early */
+    int kidrefs;                /* live handles whose reaper this is */
+    enum tfork__state state;
+    pid_t pid;                  /* 0 until known */
+    int err;                    /* first failure, -errno, 0 if none */
+    char *errmsg;               /* its text, NULL if none */
+
+    struct tfork__frame *qhead, *qtail;   /* unsent frames */
+    tfork_rd rd;                /* incoming frames */
+
+    tfork *parent;              /* held until our fork is resolved */
+    tfork *reaper;              /* held: whose table has our kid */
+    tfork__kid *kid;            /* our own record (weak; see kid->proc) */
+    int eof_early;              /* EOF before our fork was resolved */
+
+    uint32_t next_id;           /* for children we fork */
+    tfork__kid *pending;        /* children forked, FORKED not yet seen */
+    tfork__kid *table;          /* root: children alive, by pid */
+    int nexitcb;                /* root: table entries with an on_exit */
+    pid_t stash_pid[TFORK_STASH];   /* root: exits nobody claimed yet */
+    int stash_status[TFORK_STASH];
+    unsigned stash_n;
+
+    /* the client's own child (exec'd or forked template, early copy) */
+    int own;                    /* we must reap pid ourselves */
+    int reaped;                 /* and have done so */
+
+    tfork_run_cb *run_cb;       /* run or exec in flight */
+    void *run_data;
+    int is_exec;                /* the run in flight is an exec */
+    int exec_started;           /* EXECSTART seen */
+    int deferred;               /* a deferred callback is scheduled */
+};
+
+/* client.c */
+void tfork__hold(tfork *p);
+void tfork__release(tfork *p);
+void tfork__on_io(tfork *p, int readable, int writable);
+void tfork__on_reaped(tfork *p, int status);
+void tfork__on_defer(tfork *p);
+tfork *tfork__proc_new(struct ev_loop *loop, int fd);
+void tfork__fail(tfork *p, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* queue.c */
+int tfork__queue(tfork *p, tfork_buf *b, int fd);   /* takes b and fd */
+int tfork__queue_hello(tfork *p);
+/* Sends what the socket takes.  0, or -errno on a broken socket. */
+int tfork__flush(tfork *p);
+void tfork__queue_drop(tfork *p);
+
+/* exec.c */
+int tfork__spawn_serve(int sock, pid_t *pid, char *err, size_t errlen);
+int tfork__cloexec_socketpair(int sv[2]);
+extern int tfork__early_fd;                 /* early copy's socket, or -1 */
+extern pid_t tfork__early_pid;
+
+/* loop_ev.c: every libev call lives there */
+int tfork__ev_attach(tfork *p);     /* allocate, start reading p->fd */
+void tfork__ev_update(tfork *p);    /* events and reference after a change */
+void tfork__ev_close(tfork *p);     /* stop watching p->fd */
+int tfork__ev_reap(tfork *p);       /* watch p->pid (our child) */
+void tfork__ev_defer(tfork *p);     /* tfork__on_defer soon, from the loop */
+void tfork__ev_free(tfork *p);
+int tfork__ev_is_default(struct ev_loop *loop);
+
+#endif
