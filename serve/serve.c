@@ -289,11 +289,19 @@ static void serve_FORK(struct serve *s)
     }
     {
         tfork_buf b;
+        int pidfd = -1;
 
-        tfork__buf_frame(&b, TFORK_OP_FORKED, 0);
+        if (flags & TFORK_FORK_PIDFD)
+            pidfd = tfork__sys.pidfd_open(pid, 0);
+        tfork__buf_frame(&b, TFORK_OP_FORKED, pidfd >= 0);
         tfork__buf_u32(&b, id);
         tfork__buf_u32(&b, (uint32_t)pid);
-        send_frame(s, &b);
+        if (tfork__buf_end(&b) == 0 &&
+            tfork__send_all(s->sock, b.p, b.len, &pidfd, pidfd >= 0) < 0)
+            _exit(0);
+        tfork__buf_free(&b);
+        if (pidfd >= 0)
+            close(pidfd);
     }
 }
 

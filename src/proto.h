@@ -40,7 +40,7 @@
     X(FORK,      6, C, 1)  /* u32 id, u32 flags; the child's socket */      \
     X(RUN,       7, C, 0)  /* str func */                                   \
     X(EXEC,      8, C, 0)  /* u32 flags, str path, list argv, list envp */  \
-    X(FORKED,   16, P, 0)  /* u32 id, i32 pid */                            \
+    X(FORKED,   16, P, 0)  /* u32 id, i32 pid; pidfd if asked */        \
     X(EXIT,     17, P, 0)  /* i32 pid, i32 wait status */                   \
     X(ERROR,    18, P, 0)  /* i32 -errno, u32 fork id or 0, str message */  \
     X(RUNOK,    19, P, 0)  /* i32 pid: func found, about to be called */   \
@@ -54,6 +54,8 @@ enum tfork_op {
 };
 
 #define TFORK_FORK_NEWROOT 1u   /* the child becomes a template of its own */
+#define TFORK_FORK_PIDFD   2u   /* FORKED carries a pidfd, where the kernel
+                                   has them (then its fd count is 1) */
 #define TFORK_EXEC_ENVP    1u   /* EXEC carries an environment list */
 
 /* The op's name ("FORK"), or NULL for an unknown op. */
