@@ -338,6 +338,7 @@ static void serve_RUN(struct serve *s)
     fname = strdup(name);
     tfork__rd_free(&s->rd);
     leave_loop(s, fname ? fname : "run");
+    free(fname);
     r = ((tfork_run_func *)f)(s->sock, (int)s->nargs, s->args);
     fflush(NULL);
     _exit(r);

@@ -172,8 +172,7 @@ TFORK_EXTERN tfork *tfork_template(struct ev_loop *loop)
     if (tfork__ev_reap(p) < 0 || tfork__queue_hello(p) < 0) {
         int e = errno ? errno : ENOMEM;
 
-        p->user = 0;
-        tfork_free(p);
+        tfork_free(p);  /* EOF makes the copy exit; the loop reaps it */
         errno = e;
         return NULL;
     }
