@@ -64,6 +64,7 @@ static void reply_error(struct serve *s, int code, uint32_t ref,
     tfork__buf_frame(&b, TFORK_OP_ERROR, 0);
     tfork__buf_u32(&b, (uint32_t)code);
     tfork__buf_u32(&b, ref);
+    tfork__buf_u32(&b, (uint32_t)getpid());
     tfork__buf_str(&b, msg, strlen(msg));
     send_frame(s, &b);
 }

@@ -245,6 +245,8 @@ static void close_sock(tfork *p)
     p->fd = -1;
     tfork__queue_drop(p);
     tfork__rd_free(&p->rd);
+    /* our own child exits now: wait for it, so no zombie outlives ev_run */
+    tfork__ev_update(p);
 }
 
 /* ---- fork resolution ---- */
@@ -323,6 +325,7 @@ static void on_eof(tfork *p)
     if (p->state == TFORK_RUNNING && p->is_exec && p->exec_started &&
         !p->err) {
         /* the close-on-exec socket closed: execve succeeded */
+        p->handed = 1;
         close_sock(p);
         finish_run(p, -1, 0);
         tfork__release(p);
@@ -350,7 +353,7 @@ static void on_eof(tfork *p)
 static void handle_frame(tfork *p)
 {
     tfork_cur c;
-    uint32_t a = 0, b = 0;
+    uint32_t a = 0, b = 0, pid = 0;
     const char *msg;
 
     tfork__cur_init(&c, p->rd.payload, p->rd.h.len);
@@ -372,9 +375,12 @@ static void handle_frame(tfork *p)
     case TFORK_OP_ERROR:
         tfork__cur_u32(&c, &a);
         tfork__cur_u32(&c, &b);
+        tfork__cur_u32(&c, &pid);
         tfork__cur_str(&c, &msg, NULL);
-        if (tfork__cur_done(&c) || (int32_t)a >= 0)
+        if (tfork__cur_done(&c) || (int32_t)a >= 0 || (int32_t)pid <= 0)
             break;
+        if (!b && !p->pid)
+            p->pid = (pid_t)pid;    /* the failing process itself */
         if (b) {
             tfork__kid *k = pending_take(p, b);
             tfork tmp;
@@ -401,6 +407,7 @@ static void handle_frame(tfork *p)
 
             /* nothing of ours is left in the stream: the reader stopped
              * exactly at the end of this frame */
+            p->handed = 1;
             tfork__ev_close(p);
             p->fd = -1;
             tfork__rd_free(&p->rd);

@@ -105,7 +105,8 @@ void tfork__ev_update(tfork *p)
         }
     }
     if (e->reap_on) {
-        ref = p->kid && p->kid->cb;
+        /* once its socket is closed it exits at once: wait for that */
+        ref = (p->kid && p->kid->cb) || (p->fd < 0 && !p->handed);
         if (ref != e->reap_ref) {
             if (ref)
                 ev_ref(p->loop);

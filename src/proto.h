@@ -42,7 +42,7 @@
     X(EXEC,      8, C, 0)  /* u32 flags, str path, list argv, list envp */  \
     X(FORKED,   16, P, 0)  /* u32 id, i32 pid; pidfd if asked */        \
     X(EXIT,     17, P, 0)  /* i32 pid, i32 wait status */                   \
-    X(ERROR,    18, P, 0)  /* i32 -errno, u32 fork id or 0, str message */  \
+    X(ERROR,    18, P, 0)  /* i32 -errno, u32 fork id, i32 pid, str */   \
     X(RUNOK,    19, P, 0)  /* i32 pid: func found, about to be called */   \
     X(EXECSTART,20, P, 0)  /* i32 pid: execve follows; EOF = success */
 

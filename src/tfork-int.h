@@ -160,6 +160,8 @@ struct tfork {
     /* the client's own child (exec'd or forked template, early copy) */
     int own;                    /* we must reap pid ourselves */
     int reaped;                 /* and have done so */
+    int handed;                 /* run/exec succeeded: the process is the
+                                   user's now, however long it lives */
 
     tfork_run_cb *run_cb;       /* run or exec in flight */
     void *run_data;
