@@ -683,12 +683,39 @@ TFORK_EXTERN tfork *tfork_fork(tfork *tpl)
     return fork_child(tpl, 0);
 }
 
+/* A handle for a template the client made itself (spawned or forked):
+ * its own child, reaped by the loop, its exit told to on_exit.  NULL with
+ * errno set on failure; fd is then still the caller's. */
+tfork *tfork__proc_own(struct ev_loop *loop, int fd, pid_t pid)
+{
+    tfork__kid *k = kid_new(K_PRIVATE);
+    tfork *p = k ? tfork__proc_new(loop, fd) : NULL;
+
+    if (!p) {
+        free(k);
+        errno = ENOMEM;
+        return NULL;
+    }
+    p->root = p->own = 1;
+    p->pid = pid;
+    k->pid = pid;
+    k->proc = p;
+    p->kid = k;
+    if (tfork__ev_reap(p) < 0 || tfork__queue_hello(p) < 0) {
+        tfork__ev_free(p);
+        tfork__queue_drop(p);
+        free(k);
+        free(p);
+        errno = ENOMEM;
+        return NULL;
+    }
+    kick(p);
+    return p;
+}
+
 /* The early copy as a handle on loop; bound to the first loop used. */
 static tfork *early(struct ev_loop *loop)
 {
-    tfork *p;
-    tfork__kid *k;
-
     if (earlyp) {
         if (earlyp->loop != loop) {
             errno = EXDEV;
@@ -696,29 +723,10 @@ static tfork *early(struct ev_loop *loop)
         }
         return earlyp;
     }
-    k = kid_new(K_PRIVATE);
-    p = k ? tfork__proc_new(loop, tfork__early_fd) : NULL;
-    if (!p) {
-        free(k);
-        errno = ENOMEM;
-        return NULL;
-    }
-    p->root = p->own = p->lib = 1;
-    p->pid = tfork__early_pid;
-    k->pid = p->pid;
-    k->proc = p;
-    p->kid = k;
-    if (tfork__ev_reap(p) < 0 || tfork__queue_hello(p) < 0) {
-        /* keep the fd for another try; forget this handle */
-        tfork__ev_free(p);
-        free(k);
-        free(p);
-        errno = ENOMEM;
-        return NULL;
-    }
-    tfork__ev_update(p);
-    earlyp = p;
-    return p;
+    earlyp = tfork__proc_own(loop, tfork__early_fd, tfork__early_pid);
+    if (earlyp)
+        earlyp->lib = 1;
+    return earlyp;
 }
 
 /* A template the client spawns itself: tfork-serve via posix_spawn. */
@@ -728,7 +736,6 @@ static tfork *spawn_template(struct ev_loop *loop)
     pid_t pid;
     char err[512];
     tfork *p;
-    tfork__kid *k;
 
     r = tfork__cloexec_socketpair(sv);
     if (r < 0) {
@@ -743,33 +750,15 @@ static tfork *spawn_template(struct ev_loop *loop)
         return NULL;
     }
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
-    k = kid_new(K_PRIVATE);
-    p = k ? tfork__proc_new(loop, sv[0]) : NULL;
+    p = tfork__proc_own(loop, sv[0], pid);
     if (!p) {
         /* the new template sees EOF and exits; reap it here */
-        free(k);
         close(sv[0]);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
         errno = ENOMEM;
         return NULL;
     }
-    p->root = p->own = 1;
-    p->pid = pid;
-    k->pid = pid;
-    k->proc = p;
-    p->kid = k;
-    if (tfork__ev_reap(p) < 0 || tfork__queue_hello(p) < 0) {
-        p->user = 0;
-        p->own = 0;     /* give up on reaping: waitpid below */
-        close_sock(p);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        check(p);
-        errno = ENOMEM;
-        return NULL;
-    }
-    kick(p);
     return p;
 }
 

@@ -154,28 +154,16 @@ TFORK_EXTERN tfork *tfork_template(struct ev_loop *loop)
         errno = -r;
         return NULL;
     }
-    p = tfork__proc_new(loop, fd);
+    p = tfork__proc_own(loop, fd, pid);
     if (!p) {
         /* the copy sees EOF and exits; reap it so no zombie stays */
         int e = errno;
 
         close(fd);
-        kill(pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
         errno = e;
         return NULL;
     }
-    p->root = 1;
-    p->own = 1;
-    p->pid = pid;
-    if (tfork__ev_reap(p) < 0 || tfork__queue_hello(p) < 0) {
-        int e = errno ? errno : ENOMEM;
-
-        tfork_free(p);  /* EOF makes the copy exit; the loop reaps it */
-        errno = e;
-        return NULL;
-    }
-    tfork__ev_update(p);
     return p;
 }

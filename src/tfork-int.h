@@ -177,6 +177,9 @@ void tfork__on_io(tfork *p, int readable, int writable);
 void tfork__on_reaped(tfork *p, int status);
 void tfork__on_defer(tfork *p);
 tfork *tfork__proc_new(struct ev_loop *loop, int fd);
+/* A handle for a template the client made itself: its own child, reaped
+ * by the loop.  NULL with errno set; fd is then still the caller's. */
+tfork *tfork__proc_own(struct ev_loop *loop, int fd, pid_t pid);
 void tfork__fail(tfork *p, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
