@@ -225,6 +225,31 @@ static void serve_ARGFD(struct serve *s)
     s->rd.fds[0] = -1;
 }
 
+/* glibc refuses sigaction() on its internal signals (32, 33), yet its
+ * posix_spawn leaves them SIG_IGN in every program it starts (make, a
+ * shell, tfork-serve itself), and SIG_IGN survives fork and exec.  Ask
+ * the kernel directly; a handler libc installed there stays (libc needs
+ * it), only SIG_IGN goes.  The handler is the first field of the kernel's
+ * struct sigaction on the common ABIs; all zeroes is SIG_DFL on every ABI. */
+static void reset_libc_signal(int sig)
+{
+#ifdef SYS_rt_sigaction
+    struct {
+        void *handler;
+        unsigned long rest[7];
+    } ka, old;
+    size_t setsize = _NSIG / 8;
+
+    memset(&ka, 0, sizeof ka);
+    memset(&old, 0, sizeof old);
+    if (syscall(SYS_rt_sigaction, sig, NULL, &old, setsize) == 0 &&
+        old.handler == (void *)SIG_IGN)
+        syscall(SYS_rt_sigaction, sig, &ka, NULL, setsize);
+#else
+    (void)sig;
+#endif
+}
+
 void tfork__signals_reset(void)
 {
     struct sigaction sa;
@@ -234,8 +259,9 @@ void tfork__signals_reset(void)
     sa.sa_handler = SIG_DFL;
     sigemptyset(&sa.sa_mask);
     for (int i = 1; i < NSIG; i++)
-        if (i != SIGKILL && i != SIGSTOP)
-            sigaction(i, &sa, NULL);   /* EINVAL for libc's own: fine */
+        if (i != SIGKILL && i != SIGSTOP &&
+            sigaction(i, &sa, NULL) < 0 && errno == EINVAL)
+            reset_libc_signal(i);      /* libc's own */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
