@@ -1,0 +1,83 @@
+/* mod_life.c: run functions for check_life, loaded with tfork_require into
+ * tfork-serve templates and copies of the test program.  libc only. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tfork.h"
+
+/* Writes what the child observes of itself over its socket, one item a
+ * line:  pid N / ppid N / sock N / arg I fd N | arg I str S /
+ * fd N TARGET (every open descriptor) / the SigBlk, SigIgn, SigCgt lines
+ * of /proc/self/status / end. */
+int life_report(int fd, int argc, const tfork_arg *argv)
+{
+    DIR *d;
+    struct dirent *de;
+    FILE *st;
+    char line[512];
+
+    dprintf(fd, "pid %d\nppid %d\nsock %d\n", (int)getpid(), (int)getppid(),
+            fd);
+    for (int i = 0; i < argc; i++) {
+        if (argv[i].fd >= 0)
+            dprintf(fd, "arg %d fd %d\n", i, argv[i].fd);
+        else
+            dprintf(fd, "arg %d str %s\n", i, argv[i].buf);
+    }
+    d = opendir("/proc/self/fd");
+    if (!d)
+        return 90;
+    while ((de = readdir(d))) {
+        char path[64], target[256];
+        ssize_t n;
+        int num;
+
+        if (de->d_name[0] == '.')
+            continue;
+        num = atoi(de->d_name);
+        if (num == dirfd(d))
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", num);
+        n = readlink(path, target, sizeof target - 1);
+        if (n < 0)
+            n = 0;
+        target[n] = '\0';
+        dprintf(fd, "fd %d %s\n", num, target);
+    }
+    closedir(d);
+    st = fopen("/proc/self/status", "re");
+    if (!st)
+        return 91;
+    while (fgets(line, sizeof line, st)) {
+        if (strncmp(line, "SigBlk:", 7) == 0 ||
+            strncmp(line, "SigIgn:", 7) == 0 ||
+            strncmp(line, "SigCgt:", 7) == 0)
+            dprintf(fd, "%s", line);
+    }
+    fclose(st);
+    dprintf(fd, "end\n");
+    return 0;
+}
+
+/* Exits at once with status 0. */
+int life_exit0(int fd, int argc, const tfork_arg *argv)
+{
+    (void)fd;
+    (void)argc;
+    (void)argv;
+    return 0;
+}
+
+/* Waits for one byte (or EOF) from the client, then exits with 0: the
+ * client looks at the running child meanwhile. */
+int life_title_wait(int fd, int argc, const tfork_arg *argv)
+{
+    char c;
+
+    (void)argc;
+    (void)argv;
+    return read(fd, &c, 1) == 1 ? 0 : 1;
+}
