@@ -471,11 +471,8 @@ void tfork__on_reaped(tfork *p, int status)
 
     tfork__hold(p);
     p->reaped = 1;
-    if (k) {
-        p->kid = NULL;
-        k->proc = NULL;
-        exit_deliver(NULL, k, status);
-    }
+    if (k)
+        exit_deliver(NULL, k, status);  /* kept for a later on_exit */
     tfork__release(p);
 }
 
@@ -961,8 +958,17 @@ TFORK_EXTERN int tfork_on_exit(tfork *p, tfork_exit_cb *cb, void *data)
     if (!can_queue(p) || !cb)
         return -EINVAL;
     k = p->kid;
-    if (!k)
-        return p->err ? p->err : -ESRCH;
+    if (!k) {
+        /* no process to wait for (it never existed, or its status is
+         * gone): accepted all the same, reported once as -1 */
+        k = kid_new(K_DETACHED);
+        if (!k)
+            return -ENOMEM;
+        k->proc = p;
+        k->exited = 1;
+        k->status = -1;
+        p->kid = k;
+    }
     if (k->cb)
         return -EBUSY;
     k->cb = cb;
