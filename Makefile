@@ -139,7 +139,7 @@ tests/check_%: tests/check_%.c libtfork.a $(TEST_HELPER_OBJS) .build-flags | con
 tests/prog_%: tests/prog_%.c libtfork.a $(TEST_HELPER_OBJS) .build-flags | config.h
 	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) \
 	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -rdynamic -o $@ $< \
-	  $(TEST_HELPER_OBJS) $(TEST_LINK) $(EV_LIBS) -ldl $(LIBS)
+	  $(TEST_HELPER_OBJS) $(TEST_LINK) $(EV_LIBS) $(CHECK_LIBS) -ldl $(LIBS)
 
 ifneq ($(HAVE_CHECK),yes)
 check:

@@ -20,84 +20,17 @@
 
 #include "tfork.h"
 #include "tfork-int.h"
+#include "testutil.h"
 
 /* How long a template or unrun child may outlive its killed client. */
 #define OWNER_DEADLINE 1.0
 
 /* ---------------------------------------------------------------- helpers */
 
-static double now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Open descriptors of pid ("self" when 0). */
-static int fd_count_of(pid_t pid)
-{
-    char path[64];
-    DIR *d;
-    struct dirent *de;
-    int n = 0;
-
-    if (pid)
-        snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    else
-        snprintf(path, sizeof path, "/proc/self/fd");
-    d = opendir(path);
-    ck_assert_msg(d != NULL, "opendir %s: %s", path, strerror(errno));
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.' && (pid || atoi(de->d_name) != dirfd(d)))
-            n++;
-    closedir(d);
-    return n;
-}
-
-static int fd_count(void)
-{
-    return fd_count_of(0);
-}
-
-/* Children of pid (every thread's), zombies included. */
-static int children_of(pid_t pid, pid_t *out, int max)
-{
-    char path[320];
-    DIR *d;
-    struct dirent *de;
-    int n = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    d = opendir(path);
-    if (!d)
-        return 0;
-    while ((de = readdir(d))) {
-        FILE *f;
-        int c;
-
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)pid,
-                 de->d_name);
-        f = fopen(path, "re");
-        if (!f)
-            continue;
-        while (fscanf(f, "%d", &c) == 1) {
-            if (n < max)
-                out[n] = c;
-            n++;
-        }
-        fclose(f);
-    }
-    closedir(d);
-    return n;
-}
-
 static int is_child(pid_t pid)
 {
     pid_t kids[64];
-    int n = children_of(getpid(), kids, 64);
+    int n = tu_children_of(getpid(), kids, 64);
 
     for (int i = 0; i < n && i < 64; i++)
         if (kids[i] == pid)
@@ -149,138 +82,6 @@ static int dead(pid_t pid)
     char st = proc_state(pid, NULL);
 
     return !st || st == 'Z' || st == 'X';
-}
-
-static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
-}
-
-/* Runs loop until cond holds; fails the test after secs seconds. */
-#define RUN_UNTIL(loop, cond, secs)                                         \
-    do {                                                                    \
-        double dl_ = now() + (secs);                                        \
-        ev_timer tick_;                                                     \
-        ev_timer_init(&tick_, tick_cb, 0.05, 0.05);                         \
-        ev_timer_start((loop), &tick_);                                     \
-        while (!(cond)) {                                                   \
-            ck_assert_msg(now() < dl_, "timed out waiting for: %s", #cond); \
-            ev_run((loop), EVRUN_ONCE);                                     \
-        }                                                                   \
-        ev_timer_stop((loop), &tick_);                                      \
-    } while (0)
-
-static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)revents;
-    *(int *)w->data = 1;
-    ev_break(loop, EVBREAK_ALL);
-}
-
-/* The library keeps nothing alive once all is done: ev_run returns by
- * itself (an unreferenced watchdog says if it did not). */
-static void loop_drains(struct ev_loop *loop)
-{
-    ev_timer wd;
-    int fired = 0;
-
-    ev_timer_init(&wd, watchdog_cb, 10., 0.);
-    wd.data = &fired;
-    ev_timer_start(loop, &wd);
-    ev_unref(loop);
-    ev_run(loop, 0);
-    ev_ref(loop);
-    ev_timer_stop(loop, &wd);
-    ck_assert_msg(!fired, "ev_run did not return: a watcher stayed active");
-}
-
-static void no_children(void)
-{
-    pid_t kids[16];
-    int n = children_of(getpid(), kids, 16);
-
-    ck_assert_msg(n == 0, "%d child(ren) left behind, first %d", n,
-                  n ? (int)kids[0] : 0);
-    errno = 0;
-    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
-    ck_assert_int_eq(errno, ECHILD);
-}
-
-/* Common end of a test on a private loop: nothing referenced, nothing
- * left. */
-static void finish(struct ev_loop *loop, int fds0)
-{
-    loop_drains(loop);
-    ev_loop_destroy(loop);
-    ck_assert_int_eq(fd_count(), fds0);
-    no_children();
-}
-
-struct res {
-    int run_called;
-    int run_fd;
-    int run_err;
-    pid_t run_pid;
-    char msg[512];
-    int exit_called;
-    pid_t exit_pid;
-    int status;
-};
-
-static void res_init(struct res *r)
-{
-    memset(r, 0, sizeof *r);
-    r->run_fd = -1;
-}
-
-static void on_run(tfork *p, int fd, int err, void *data)
-{
-    struct res *r = data;
-
-    r->run_called++;
-    r->run_fd = fd;
-    r->run_err = err;
-    r->run_pid = tfork_pid(p);
-    snprintf(r->msg, sizeof r->msg, "%s", tfork_errmsg(p));
-}
-
-static void on_exit_cb(pid_t pid, int status, void *data)
-{
-    struct res *r = data;
-
-    r->exit_called++;
-    r->exit_pid = pid;
-    r->status = status;
-}
-
-/* Reads fd until EOF into out; fails the test if EOF does not come
- * within secs seconds. */
-static size_t read_to_eof(int fd, char *out, size_t cap, double secs)
-{
-    double dl = now() + secs;
-    size_t len = 0;
-
-    for (;;) {
-        struct pollfd pfd = { fd, POLLIN, 0 };
-        int left = (int)((dl - now()) * 1000);
-        ssize_t n;
-
-        ck_assert_msg(left > 0, "no EOF within %.0f s", secs);
-        if (poll(&pfd, 1, left) <= 0)
-            continue;
-        n = read(fd, out + len, cap - 1 - len);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        ck_assert_msg(n >= 0, "read: %s", strerror(errno));
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        ck_assert_msg(len < cap - 1, "more output than expected");
-    }
-    out[len] = '\0';
-    return len;
 }
 
 static const char *testdir(void)
@@ -343,7 +144,7 @@ static void cmdline_of(pid_t pid, char *out, size_t cap)
 START_TEST(test_owner_death)
 {
     static const char *const modes[] = { "exec", "template", "early" };
-    int fds0 = fd_count();
+    int fds0 = tu_fd_count();
     int pp[2], st, npids = 0;
     pid_t prog, pids[8];
     unsigned long long start[8];
@@ -354,12 +155,12 @@ START_TEST(test_owner_death)
     ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
     prog = spawn_prog("prog_life_owner", modes[_i], pp[1]);
     close(pp[1]);
-    dl = now() + 30;
+    dl = tu_now() + 30;
     while (!memchr(line, '\n', len)) {
         struct pollfd pfd = { pp[0], POLLIN, 0 };
         ssize_t n;
 
-        ck_assert_msg(now() < dl, "prog_life_owner printed no pids");
+        ck_assert_msg(tu_now() < dl, "prog_life_owner printed no pids");
         if (poll(&pfd, 1, 100) <= 0)
             continue;
         n = read(pp[0], line + len, sizeof line - 1 - len);
@@ -385,9 +186,9 @@ START_TEST(test_owner_death)
     ck_assert_int_eq(kill(prog, SIGKILL), 0);
     ck_assert_int_eq(waitpid(prog, &st, 0), prog);
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-    t0 = now();
+    t0 = tu_now();
     for (int i = 0; i < npids; i++) {
-        while (!proc_gone(pids[i], start[i]) && now() < t0 + OWNER_DEADLINE)
+        while (!proc_gone(pids[i], start[i]) && tu_now() < t0 + OWNER_DEADLINE)
             usleep(10000);
         ck_assert_msg(proc_gone(pids[i], start[i]),
                       "%s: process %d (#%d of '%s') still runs %.1f s after "
@@ -395,8 +196,8 @@ START_TEST(test_owner_death)
                       i, line, OWNER_DEADLINE, proc_state(pids[i], NULL));
     }
     close(pp[0]);
-    ck_assert_int_eq(fd_count(), fds0);
-    no_children();
+    ck_assert_int_eq(tu_fd_count(), fds0);
+    tu_no_children();
 }
 END_TEST
 
@@ -465,23 +266,23 @@ static const char *target_of(const struct report *rep, int fd)
  * 2: tfork_new (the default template, on the default loop). */
 START_TEST(test_hygiene)
 {
-    int fds0 = fd_count(), fds_loop;
+    int fds0 = tu_fd_count(), fds_loop;
     struct ev_loop *loop = _i == 2 ? ev_default_loop(0)
                                    : ev_loop_new(EVFLAG_AUTO);
     int leak_null, leak_pipe[2], sp[2];
     struct sigaction sa, old1, old2;
     sigset_t hup, oldmask;
     struct stat sst;
-    struct res r, tr;
+    struct tu_res r, tr;
     struct report rep;
     tfork *tpl = NULL, *p;
     char text[8192], want[64];
     const char *t;
 
     ck_assert_ptr_nonnull(loop);
-    fds_loop = fd_count();
-    res_init(&r);
-    res_init(&tr);
+    fds_loop = tu_fd_count();
+    tu_res_init(&r);
+    tu_res_init(&tr);
 
     /* the client's mess, all inheritable */
     leak_null = open("/dev/null", O_RDONLY);
@@ -504,7 +305,7 @@ START_TEST(test_hygiene)
     else if (_i == 1)
         tpl = tfork_template(loop);
     if (tpl) {
-        ck_assert_int_eq(tfork_on_exit(tpl, on_exit_cb, &tr), 0);
+        ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
         p = tfork_fork(tpl);
     } else {
         p = tfork_new(loop);
@@ -513,13 +314,13 @@ START_TEST(test_hygiene)
     ck_assert_int_eq(tfork_require(p, module()), 0);
     ck_assert_int_eq(tfork_send_fd(p, sp[1]), 0);
     close(sp[1]);
-    ck_assert_int_eq(tfork_on_exit(p, on_exit_cb, &r), 0);
-    ck_assert_int_eq(tfork_run(p, "life_report", on_run, &r), 0);
+    ck_assert_int_eq(tfork_on_exit(p, tu_on_exit_cb, &r), 0);
+    ck_assert_int_eq(tfork_run(p, "life_report", tu_on_run, &r), 0);
     RUN_UNTIL(loop, r.run_called && r.exit_called, 30);
     ck_assert_msg(r.run_err == 0, "run: %d %s", r.run_err, r.msg);
     ck_assert_int_ge(r.run_fd, 0);
     ck_assert_int_eq(status_code(r.status), 0);
-    read_to_eof(r.run_fd, text, sizeof text, 30);
+    tu_read_to_eof(r.run_fd, text, sizeof text, 30);
     close(r.run_fd);
     parse_report(text, &rep);
     ck_assert_msg(rep.end, "incomplete report:\n%s", text);
@@ -566,17 +367,17 @@ START_TEST(test_hygiene)
         tfork_free(tpl);
         RUN_UNTIL(loop, tr.exit_called, 30);
         ck_assert_int_eq(status_code(tr.status), 0);
-        finish(loop, fds0);
+        tu_finish(loop, fds0);
     } else {
         /* the default template belongs to the library and lives on with
          * its socket: that and nothing else remains */
         pid_t kids[4];
-        int n = children_of(getpid(), kids, 4);
+        int n = tu_children_of(getpid(), kids, 4);
 
         ck_assert_msg(n == 1 && kids[0] == rep.ppid,
                       "%d children, first %d, default template %d", n,
                       n ? (int)kids[0] : 0, (int)rep.ppid);
-        ck_assert_int_eq(fd_count(), fds_loop + 1);
+        ck_assert_int_eq(tu_fd_count(), fds_loop + 1);
     }
 }
 END_TEST
@@ -630,40 +431,40 @@ static void spawn_one(tfork *tpl, struct spawns *s)
 
 START_TEST(test_spawn_many)
 {
-    int fds0 = fd_count(), fds_base, tpl_fds;
+    int fds0 = tu_fd_count(), fds_base, tpl_fds;
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct spawns s;
-    struct res tr;
+    struct tu_res tr;
     tfork *tpl;
     pid_t tp, kids[8];
     double dl;
 
     memset(&s, 0, sizeof s);
-    res_init(&tr);
+    tu_res_init(&tr);
     tpl = tfork_new_exec(loop);
     ck_assert_msg(tpl != NULL, "no template: %s", strerror(errno));
     tp = tfork_pid(tpl);
-    ck_assert_int_eq(tfork_on_exit(tpl, on_exit_cb, &tr), 0);
+    ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
     ck_assert_int_eq(tfork_require(tpl, module()), 0);
 
     /* one round first: the template is up, its fds are open */
     spawn_one(tpl, &s);
     RUN_UNTIL(loop, s.done == 1, 30);
     ck_assert_msg(!s.failed, "%s", s.why);
-    fds_base = fd_count();
-    tpl_fds = fd_count_of(tp);
-    ck_assert_int_eq(children_of(tp, kids, 8), 0);
+    fds_base = tu_fd_count();
+    tpl_fds = tu_fd_count_of(tp);
+    ck_assert_int_eq(tu_children_of(tp, kids, 8), 0);
 
-    dl = now() + 600;
+    dl = tu_now() + 600;
     {
         ev_timer tick;
 
-        ev_timer_init(&tick, tick_cb, 0.05, 0.05);
+        ev_timer_init(&tick, tu_tick_cb, 0.05, 0.05);
         ev_timer_start(loop, &tick);
         while (s.done < SPAWNS + 1) {
             while (s.started < SPAWNS + 1 && s.started - s.done < IN_FLIGHT)
                 spawn_one(tpl, &s);
-            ck_assert_msg(now() < dl, "only %d of %d spawns done", s.done,
+            ck_assert_msg(tu_now() < dl, "only %d of %d spawns done", s.done,
                           SPAWNS);
             ev_run(loop, EVRUN_ONCE);
         }
@@ -674,17 +475,17 @@ START_TEST(test_spawn_many)
 
     /* where they started: the client's fds, the template's fds and
      * children (zombies included: none), the client's children */
-    ck_assert_int_eq(fd_count(), fds_base);
-    ck_assert_int_eq(fd_count_of(tp), tpl_fds);
-    ck_assert_int_eq(children_of(tp, kids, 8), 0);
-    ck_assert_int_eq(children_of(getpid(), kids, 8), 1);
+    ck_assert_int_eq(tu_fd_count(), fds_base);
+    ck_assert_int_eq(tu_fd_count_of(tp), tpl_fds);
+    ck_assert_int_eq(tu_children_of(tp, kids, 8), 0);
+    ck_assert_int_eq(tu_children_of(getpid(), kids, 8), 1);
     ck_assert_int_eq(kids[0], tp);
     ck_assert_int_ne(proc_state(tp, NULL), 'Z');
 
     tfork_free(tpl);
     RUN_UNTIL(loop, tr.exit_called, 30);
     ck_assert_int_eq(status_code(tr.status), 0);
-    finish(loop, fds0);
+    tu_finish(loop, fds0);
 }
 END_TEST
 
@@ -700,7 +501,7 @@ START_TEST(test_early_program)
         "exec: marker 0 args tpl,two status 7 parent-is-template 1 "
         "template-status 0\n"
         "early-pid ";
-    int fds0 = fd_count();
+    int fds0 = tu_fd_count();
     int pp[2], st;
     pid_t prog, early;
     char out[4096];
@@ -710,7 +511,7 @@ START_TEST(test_early_program)
     prog = spawn_prog("prog_life_early", NULL, pp[1]);
     close(pp[1]);
     /* EOF only once the early copy (it shares stdout) is gone as well */
-    read_to_eof(pp[0], out, sizeof out, 60);
+    tu_read_to_eof(pp[0], out, sizeof out, 60);
     close(pp[0]);
     ck_assert_int_eq(waitpid(prog, &st, 0), prog);
     ck_assert_msg(strncmp(out, want, sizeof want - 1) == 0,
@@ -721,13 +522,13 @@ START_TEST(test_early_program)
     ck_assert_int_gt(early, 0);
     ck_assert_int_ne(early, prog);
     /* its stdout is closed: it exited (or is on its way out) */
-    t0 = now();
-    while (!dead(early) && now() < t0 + 10)
+    t0 = tu_now();
+    while (!dead(early) && tu_now() < t0 + 10)
         usleep(10000);
     ck_assert_msg(dead(early), "the early copy %d outlived its program",
                   (int)early);
-    ck_assert_int_eq(fd_count(), fds0);
-    no_children();
+    ck_assert_int_eq(tu_fd_count(), fds0);
+    tu_no_children();
 }
 END_TEST
 
@@ -747,15 +548,15 @@ TFORK_EXPORT(life_static_report);
  * when it was made, and runs a TFORK_EXPORT'ed static function. */
 START_TEST(test_template_own_function)
 {
-    int fds0 = fd_count();
+    int fds0 = tu_fd_count();
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    struct res r, tr;
+    struct tu_res r, tr;
     tfork *tpl, *p;
     pid_t tp;
     char text[512], want[512];
 
-    res_init(&r);
-    res_init(&tr);
+    tu_res_init(&r);
+    tu_res_init(&tr);
     life_static_value = 24301;
     tpl = tfork_template(loop);
     life_static_value = -1;
@@ -763,16 +564,16 @@ START_TEST(test_template_own_function)
     tp = tfork_pid(tpl);
     ck_assert_int_gt(tp, 0);
     ck_assert(is_child(tp));
-    ck_assert_int_eq(tfork_on_exit(tpl, on_exit_cb, &tr), 0);
+    ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
     ck_assert_int_eq(tfork_send_arg(tpl, "from-tpl", 8), 0);
     p = tfork_fork(tpl);
     ck_assert_msg(p != NULL, "no process: %s", strerror(errno));
     ck_assert_int_eq(tfork_send_arg(p, "own", 3), 0);
-    ck_assert_int_eq(tfork_on_exit(p, on_exit_cb, &r), 0);
-    ck_assert_int_eq(tfork_run(p, "life_static_report", on_run, &r), 0);
+    ck_assert_int_eq(tfork_on_exit(p, tu_on_exit_cb, &r), 0);
+    ck_assert_int_eq(tfork_run(p, "life_static_report", tu_on_run, &r), 0);
     RUN_UNTIL(loop, r.run_called && r.exit_called, 30);
     ck_assert_msg(r.run_err == 0, "run: %d %s", r.run_err, r.msg);
-    read_to_eof(r.run_fd, text, sizeof text, 30);
+    tu_read_to_eof(r.run_fd, text, sizeof text, 30);
     close(r.run_fd);
     snprintf(want, sizeof want, "static 24301 ppid %d argc 2 from-tpl own",
              (int)tp);
@@ -783,7 +584,7 @@ START_TEST(test_template_own_function)
     RUN_UNTIL(loop, tr.exit_called, 30);
     ck_assert_int_eq(tr.exit_pid, tp);
     ck_assert_int_eq(status_code(tr.status), 0);
-    finish(loop, fds0);
+    tu_finish(loop, fds0);
 }
 END_TEST
 
@@ -794,33 +595,33 @@ END_TEST
  * "tfork: <function>" while its function runs. */
 START_TEST(test_titles)
 {
-    int fds0 = fd_count();
+    int fds0 = tu_fd_count();
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    struct res r, tr;
+    struct tu_res r, tr;
     tfork *tpl, *p;
     pid_t tp;
     char title[4096], want[128];
     double dl;
 
-    res_init(&r);
-    res_init(&tr);
+    tu_res_init(&r);
+    tu_res_init(&tr);
     tpl = _i ? tfork_template(loop) : tfork_new_exec(loop);
     ck_assert_msg(tpl != NULL, "no template: %s", strerror(errno));
     tp = tfork_pid(tpl);
-    ck_assert_int_eq(tfork_on_exit(tpl, on_exit_cb, &tr), 0);
+    ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
     ck_assert_int_eq(tfork_require(tpl, module()), 0);
     p = tfork_fork(tpl);
     ck_assert_msg(p != NULL, "no process: %s", strerror(errno));
-    ck_assert_int_eq(tfork_on_exit(p, on_exit_cb, &r), 0);
-    ck_assert_int_eq(tfork_run(p, "life_title_wait", on_run, &r), 0);
+    ck_assert_int_eq(tfork_on_exit(p, tu_on_exit_cb, &r), 0);
+    ck_assert_int_eq(tfork_run(p, "life_title_wait", tu_on_run, &r), 0);
     RUN_UNTIL(loop, r.run_called, 30);
     ck_assert_msg(r.run_err == 0, "run: %d %s", r.run_err, r.msg);
 
     /* the child waits for our byte meanwhile */
-    dl = now() + 10;
+    dl = tu_now() + 10;
     do {
         cmdline_of(r.run_pid, title, sizeof title);
-    } while (strcmp(title, "tfork: life_title_wait") != 0 && now() < dl &&
+    } while (strcmp(title, "tfork: life_title_wait") != 0 && tu_now() < dl &&
              usleep(10000) == 0);
     ck_assert_str_eq(title, "tfork: life_title_wait");
 
@@ -838,7 +639,7 @@ START_TEST(test_titles)
     ck_assert_int_eq(status_code(r.status), 0);
     tfork_free(tpl);
     RUN_UNTIL(loop, tr.exit_called, 30);
-    finish(loop, fds0);
+    tu_finish(loop, fds0);
 }
 END_TEST
 
@@ -858,9 +659,9 @@ static int pidfd_enosys(pid_t pid, unsigned flags)
  * default loop (ev_child). */
 START_TEST(test_reap_after_free)
 {
-    int fds0 = fd_count();
+    int fds0 = tu_fd_count();
     struct ev_loop *loop;
-    struct res r;
+    struct tu_res r;
     tfork *tpl, *p;
     pid_t tp;
 
@@ -868,7 +669,7 @@ START_TEST(test_reap_after_free)
         tfork__sys.pidfd_open = pidfd_enosys;
     loop = _i == 2 ? ev_default_loop(0) : ev_loop_new(EVFLAG_AUTO);
     ck_assert_ptr_nonnull(loop);
-    res_init(&r);
+    tu_res_init(&r);
     tpl = tfork_new_exec(loop);
     ck_assert_msg(tpl != NULL, "no template: %s", strerror(errno));
     tp = tfork_pid(tpl);
@@ -877,8 +678,8 @@ START_TEST(test_reap_after_free)
     ck_assert_int_eq(tfork_require(tpl, module()), 0);
     p = tfork_fork(tpl);
     ck_assert_msg(p != NULL, "no process: %s", strerror(errno));
-    ck_assert_int_eq(tfork_on_exit(p, on_exit_cb, &r), 0);
-    ck_assert_int_eq(tfork_run(p, "life_exit0", on_run, &r), 0);
+    ck_assert_int_eq(tfork_on_exit(p, tu_on_exit_cb, &r), 0);
+    ck_assert_int_eq(tfork_run(p, "life_exit0", tu_on_run, &r), 0);
     RUN_UNTIL(loop, r.run_called && r.exit_called, 30);
     ck_assert_int_eq(r.run_err, 0);
     close(r.run_fd);
@@ -886,7 +687,7 @@ START_TEST(test_reap_after_free)
     tfork_free(tpl);
     RUN_UNTIL(loop, !is_child(tp), 30);
     ck_assert_int_eq(proc_state(tp, NULL), 0);
-    finish(loop, fds0);
+    tu_finish(loop, fds0);
     tfork__sys.pidfd_open = tfork__sys_pidfd_open;
 }
 END_TEST
@@ -896,19 +697,19 @@ END_TEST
  * Mode 0: a private loop, 1: the default loop. */
 START_TEST(test_template_killed)
 {
-    int fds0 = fd_count();
+    int fds0 = tu_fd_count();
     struct ev_loop *loop = _i ? ev_default_loop(0) : ev_loop_new(EVFLAG_AUTO);
-    struct res r, tr;
+    struct tu_res r, tr;
     tfork *tpl, *p;
     pid_t tp;
 
     ck_assert_ptr_nonnull(loop);
-    res_init(&r);
-    res_init(&tr);
+    tu_res_init(&r);
+    tu_res_init(&tr);
     tpl = tfork_new_exec(loop);
     ck_assert_msg(tpl != NULL, "tfork_new_exec: %s", strerror(errno));
     tp = tfork_pid(tpl);
-    ck_assert_int_eq(tfork_on_exit(tpl, on_exit_cb, &tr), 0);
+    ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
     ck_assert_int_eq(kill(tp, SIGKILL), 0);
     RUN_UNTIL(loop, tr.exit_called, 30);
     ck_assert_int_eq(tr.exit_pid, tp);
@@ -918,13 +719,13 @@ START_TEST(test_template_killed)
 
     p = tfork_fork(tpl);
     ck_assert_msg(p != NULL, "no process: %s", strerror(errno));
-    ck_assert_int_eq(tfork_run(p, "life_exit0", on_run, &r), 0);
+    ck_assert_int_eq(tfork_run(p, "life_exit0", tu_on_run, &r), 0);
     RUN_UNTIL(loop, r.run_called, 30);
     ck_assert_int_eq(r.run_fd, -1);
     ck_assert_int_eq(r.run_err, -EPIPE);
     ck_assert_msg(strlen(r.msg) > 0, "no message");
     tfork_free(tpl);
-    finish(loop, fds0);
+    tu_finish(loop, fds0);
     ck_assert_int_eq(tr.exit_called, 1);
 }
 END_TEST
