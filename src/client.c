@@ -103,27 +103,21 @@ tfork *tfork__proc_new(struct ev_loop *loop, int fd)
 
 /* ---- exits ---- */
 
-static void exit_fire(tfork *owner, tfork__kid *k, int status)
+/* Callers take k out of any table (and its count) first. */
+static void exit_fire(tfork__kid *k, int status)
 {
     tfork_exit_cb *cb = k->cb;
 
-    if (owner && cb)
-        owner->nexitcb--;
     k->cb = NULL;
     if (k->proc)
         k->proc->kid = NULL;
-    if (cb) {
-        if (owner)
-            tfork__hold(owner);
+    if (cb)
         cb(k->pid, status, k->data);
-        if (owner)
-            tfork__release(owner);
-    }
     free(k);
 }
 
 /* A kid's status is known: tell on_exit, or keep it for a later one. */
-static void exit_deliver(tfork *owner, tfork__kid *k, int status)
+static void exit_deliver(tfork__kid *k, int status)
 {
     if (!k->cb && k->proc) {
         kid_set_place(k, K_DETACHED);
@@ -131,7 +125,7 @@ static void exit_deliver(tfork *owner, tfork__kid *k, int status)
         k->status = status;
         return;
     }
-    exit_fire(owner, k, status);
+    exit_fire(k, status);
 }
 
 static void table_add(tfork *root, tfork__kid *k)
@@ -152,7 +146,7 @@ static void table_add(tfork *root, tfork__kid *k)
             if (k->cb)
                 root->nexitcb--;
             k->next = NULL;
-            exit_deliver(NULL, k, st);
+            exit_deliver(k, st);
             return;
         }
     }
@@ -168,7 +162,7 @@ static void exit_report(tfork *root, pid_t pid, int status)
             k->next = NULL;
             if (k->cb)
                 root->nexitcb--;
-            exit_deliver(NULL, k, status);
+            exit_deliver(k, status);
             return;
         }
     }
@@ -196,7 +190,7 @@ static void table_abandon(tfork *root)
         if (k->cb)
             root->nexitcb--;
         if (k->cb || k->proc)
-            exit_deliver(NULL, k, -1);
+            exit_deliver(k, -1);
         else
             free(k);
     }
@@ -279,7 +273,7 @@ static void fork_failed(tfork__kid *k, const tfork *from)
     }
     k->proc = NULL;
     /* the process never existed: its on_exit still fires, once */
-    exit_fire(NULL, k, -1);
+    exit_fire(k, -1);
 }
 
 static void forked(tfork *p, uint32_t id, pid_t pid)
@@ -472,7 +466,7 @@ void tfork__on_reaped(tfork *p, int status)
     tfork__hold(p);
     p->reaped = 1;
     if (k)
-        exit_deliver(NULL, k, status);  /* kept for a later on_exit */
+        exit_deliver(k, status);  /* kept for a later on_exit */
     tfork__release(p);
 }
 
@@ -487,7 +481,7 @@ void tfork__on_defer(tfork *p)
 
         p->kid = NULL;
         k->proc = NULL;
-        exit_fire(NULL, k, k->status);
+        exit_fire(k, k->status);
     }
     tfork__release(p);
 }
@@ -533,7 +527,7 @@ static void destroy(tfork *p)
         k->proc = NULL;
         p->kid = NULL;
         if (kid_place(k) == K_DETACHED || kid_place(k) == K_PRIVATE)
-            exit_fire(NULL, k, k->exited ? k->status : -1);
+            exit_fire(k, k->exited ? k->status : -1);
     }
     tfork__ev_free(p);
     free(p->errmsg);
