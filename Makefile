@@ -53,8 +53,7 @@ endif
 
 # ---------------------------------------------------------------- sources
 LIB_SRCS   = $(wildcard src/*.c) $(filter-out serve/main.c,$(wildcard serve/*.c))
-SERVE_SRCS = serve/main.c $(filter-out serve/main.c,$(wildcard serve/*.c)) \
-             src/proto.c src/fdpass.c src/sys.c src/export.c src/proctitle.c
+SERVE_SRCS = serve/main.c $(LIB_SRCS)
 LIB_OBJS   = $(LIB_SRCS:.c=.o)
 SERVE_OBJS = $(SERVE_SRCS:.c=.o)
 ALL_OBJS   = $(sort $(LIB_OBJS) $(SERVE_OBJS))
@@ -103,11 +102,13 @@ libtfork.so: $(SONAME)
 libtfork.a: $(LIB_OBJS)
 	$(call msg,AR,$@)rm -f $@ && $(AR) rcs $@ $(LIB_OBJS)
 
-# tfork-serve runs inside forks of user programs: no libev. -rdynamic so
-# modules it loads can call the child-side API (TFORK_EXTERN symbols).
+# tfork-serve is libtfork plus a main(): its template loop never touches
+# libev, but an async RPC child forked from it runs a libev loop.
+# -rdynamic so modules it loads can call the child-side API (the
+# TFORK_EXTERN symbols) without linking libtfork themselves.
 tfork-serve: $(SERVE_OBJS)
 	$(call msg,LD,$@)$(CC) $(LIB_CFLAGS) $(LDFLAGS) -rdynamic -o $@ \
-	  $(SERVE_OBJS) -ldl $(LIBS)
+	  $(SERVE_OBJS) $(EV_LIBS) -ldl $(LIBS)
 
 # Examples and benchmarks link the build tree's libtfork.so and find it at
 # run time through $ORIGIN, so they run in place without LD_LIBRARY_PATH.
@@ -128,10 +129,11 @@ TEST_LINK = -Wl,--whole-archive libtfork.a -Wl,--no-whole-archive
 tests/%.o: tests/%.c .build-flags | config.h
 	$(call msg,CC,$@)$(CC) $(ALL_CPPFLAGS) $(CHECK_CFLAGS) $(PROG_CFLAGS) \
 	  $(DEPFLAGS) -c -o $@ $<
-# Test modules are dlopen()ed by templates; they do NOT link libtfork.
+# Test modules are dlopen()ed by templates; they do NOT link libtfork
+# (tfork-serve exports its API) but may use libev.
 tests/mod_%.so: tests/mod_%.c .build-flags | config.h
 	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) -fPIC -shared \
-	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -o $@ $<
+	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -o $@ $< $(EV_LIBS)
 tests/check_%: tests/check_%.c libtfork.a $(TEST_HELPER_OBJS) .build-flags | config.h
 	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(CHECK_CFLAGS) $(PROG_CFLAGS) \
 	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -rdynamic -o $@ $< \

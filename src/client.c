@@ -490,7 +490,7 @@ void tfork__on_defer(tfork *p)
 
 static int busy(const tfork *p)
 {
-    return p->user || p->state == TFORK_RUNNING || p->qhead ||
+    return p->user || p->state == TFORK_RUNNING || p->q.head ||
            p->pending || p->nexitcb > 0 || (p->root && p->kidrefs > 0);
 }
 

@@ -66,7 +66,7 @@ int tfork__ev_attach(tfork *p)
 
 static int want_ref(const tfork *p)
 {
-    return p->qhead || p->state == TFORK_RUNNING || p->pending ||
+    return p->q.head || p->state == TFORK_RUNNING || p->pending ||
            p->nexitcb > 0;
 }
 
@@ -90,7 +90,7 @@ void tfork__ev_update(tfork *p)
     if (p->fd < 0) {
         io_stop(e, p->loop);
     } else {
-        events = EV_READ | (p->qhead ? EV_WRITE : 0);
+        events = EV_READ | (p->q.head ? EV_WRITE : 0);
         ref = want_ref(p);
         if (e->io_on && (events != e->io_events || ref != e->io_ref))
             io_stop(e, p->loop);
@@ -234,4 +234,116 @@ void tfork__ev_free(tfork *p)
         ev_timer_stop(p->loop, &e->defer);
     free(e);
     p->ev = NULL;
+}
+
+/* ---- watchers for the layers above the core ---- */
+
+struct tfork__watch {
+    struct ev_loop *loop;
+    ev_io io;               /* the socket */
+    int fd;                 /* watched fd, -1: none */
+    int events;             /* EV_READ/EV_WRITE watched */
+    int ref;                /* io counts toward ev_run staying alive */
+    ev_timer soon;          /* later() from the loop */
+    void (*iofn)(void *arg, int rd, int wr);
+    void (*later)(void *arg);
+    void *arg;
+};
+
+static void watch_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    tfork__watch *w = io->data;
+
+    (void)loop;
+    w->iofn(w->arg, !!(revents & EV_READ), !!(revents & EV_WRITE));
+}
+
+static void watch_soon_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    tfork__watch *w = t->data;
+
+    (void)loop;
+    (void)revents;
+    w->later(w->arg);
+}
+
+tfork__watch *tfork__watch_new(struct ev_loop *loop,
+                               void (*io)(void *arg, int rd, int wr),
+                               void (*later)(void *arg), void *arg)
+{
+    tfork__watch *w = calloc(1, sizeof *w);
+
+    if (!w)
+        return NULL;
+    w->loop = loop;
+    w->fd = -1;
+    w->ref = 1;
+    w->iofn = io;
+    w->later = later;
+    w->arg = arg;
+    ev_init(&w->io, watch_io_cb);
+    w->io.data = w;
+    ev_timer_init(&w->soon, watch_soon_cb, 0., 0.);
+    w->soon.data = w;
+    return w;
+}
+
+static void watch_io_stop(tfork__watch *w)
+{
+    if (!ev_is_active(&w->io))
+        return;
+    if (!w->ref)
+        ev_ref(w->loop);
+    ev_io_stop(w->loop, &w->io);
+}
+
+void tfork__watch_io(tfork__watch *w, int fd, int rd, int wr, int ref)
+{
+    int events = (rd ? EV_READ : 0) | (wr ? EV_WRITE : 0);
+
+    ref = !!ref;
+    if (ev_is_active(&w->io) && fd == w->fd && events == w->events &&
+        ref == w->ref)
+        return;
+    watch_io_stop(w);
+    w->fd = fd;
+    w->events = events;
+    w->ref = ref;
+    if (fd < 0 || !events)
+        return;
+    ev_io_set(&w->io, fd, events);
+    ev_io_start(w->loop, &w->io);
+    if (!ref)
+        ev_unref(w->loop);
+}
+
+void tfork__watch_later(tfork__watch *w)
+{
+    if (!ev_is_active(&w->soon))
+        ev_timer_start(w->loop, &w->soon);
+}
+
+void tfork__watch_free(tfork__watch *w)
+{
+    if (!w)
+        return;
+    watch_io_stop(w);
+    if (ev_is_active(&w->soon))
+        ev_timer_stop(w->loop, &w->soon);
+    free(w);
+}
+
+struct ev_loop *tfork__loop_new(void)
+{
+    return ev_loop_new(EVFLAG_AUTO);
+}
+
+void tfork__loop_run(struct ev_loop *loop)
+{
+    ev_run(loop, 0);
+}
+
+void tfork__loop_break(struct ev_loop *loop)
+{
+    ev_break(loop, EVBREAK_ALL);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "proto.h"
 
@@ -264,4 +265,118 @@ int tfork__cur_list(tfork_cur *c, uint32_t max, char ***v, uint32_t *n)
 int tfork__cur_done(const tfork_cur *c)
 {
     return c->bad || c->p != c->end ? -EPROTO : 0;
+}
+
+/* ---- the RPC channel ---- */
+
+struct rpc_op_info {
+    const char *name;   /* "RPC_CALL" */
+    int to_child;       /* 1: parent to child (Q), 0: child to parent (A) */
+};
+
+#define RPC_DIR_Q 1
+#define RPC_DIR_A 0
+static const struct rpc_op_info rpc_ops[TFORK_RPC_OP_LIMIT] = {
+#define RPC_OP_INFO(n, c, d) [c] = { #n, RPC_DIR_##d },
+    TFORK_RPC_OPS(RPC_OP_INFO)
+#undef RPC_OP_INFO
+};
+
+const char *tfork__rpc_op_name(unsigned op)
+{
+    return op < TFORK_RPC_OP_LIMIT ? rpc_ops[op].name : NULL;
+}
+
+int tfork__rpc_hdr_get(const unsigned char in[TFORK_HDR_LEN], int to_child,
+                       tfork_hdr *h, char *err, size_t errlen)
+{
+    h->op = in[0];
+    h->nfds = in[1];
+    h->len = get32(in + 4);
+    if (!tfork__rpc_op_name(h->op) || rpc_ops[h->op].to_child != to_child) {
+        snprintf(err, errlen, "protocol error: unknown rpc %s op %u",
+                 to_child ? "call" : "reply", h->op);
+        return -EPROTO;
+    }
+    if (in[2] || in[3] || h->nfds) {
+        snprintf(err, errlen, "protocol error: reserved header bytes set "
+                 "in %s frame", rpc_ops[h->op].name);
+        return -EPROTO;
+    }
+    if (h->len > TFORK_FRAME_MAX) {
+        snprintf(err, errlen, "protocol error: %s frame of %lu bytes "
+                 "exceeds the %u byte cap", rpc_ops[h->op].name,
+                 (unsigned long)h->len, TFORK_FRAME_MAX);
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int tfork__parts_check(int n, const struct iovec *v)
+{
+    size_t total = 0;
+
+    if (n < 0 || (n > 0 && !v))
+        return -EINVAL;
+    if ((unsigned)n > TFORK_RPC_PARTS)
+        return -E2BIG;
+    for (int i = 0; i < n; i++) {
+        if (!v[i].iov_base && v[i].iov_len)
+            return -EINVAL;
+        if (v[i].iov_len > TFORK_RPC_BYTES - total)
+            return -E2BIG;
+        total += v[i].iov_len;
+    }
+    return 0;
+}
+
+void tfork__buf_parts(tfork_buf *b, int n, const struct iovec *v)
+{
+    size_t total = 4;
+
+    for (int i = 0; i < n; i++)
+        total += 5 + v[i].iov_len;
+    buf_need(b, total);     /* once: a 16 MiB reply is not copied twice */
+    tfork__buf_u32(b, (uint32_t)n);
+    for (int i = 0; i < n; i++)
+        tfork__buf_str(b, v[i].iov_base, v[i].iov_len);
+}
+
+int tfork__cur_parts(tfork_cur *c, struct iovec **v, uint32_t *n)
+{
+    uint32_t i, cnt;
+    size_t total = 0;
+    struct iovec *a;
+
+    *v = NULL;
+    *n = 0;
+    if (tfork__cur_u32(c, &cnt))
+        return -EPROTO;
+    if (cnt > TFORK_RPC_PARTS || cnt > (size_t)(c->end - c->p) / 5) {
+        c->bad = 1;
+        return -EPROTO;
+    }
+    if (!cnt)
+        return 0;
+    a = malloc((size_t)cnt * sizeof *a);
+    if (!a) {
+        c->bad = 1;
+        return -ENOMEM;
+    }
+    for (i = 0; i < cnt; i++) {
+        const char *s;
+        size_t len;
+
+        if (tfork__cur_str(c, &s, &len) || len > TFORK_RPC_BYTES - total) {
+            c->bad = 1;
+            free(a);
+            return -EPROTO;
+        }
+        total += len;
+        a[i].iov_base = (void *)s;
+        a[i].iov_len = len;
+    }
+    *v = a;
+    *n = cnt;
+    return 0;
 }

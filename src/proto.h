@@ -58,6 +58,34 @@ enum tfork_op {
                                    has them (then its fd count is 1) */
 #define TFORK_EXEC_ENVP    1u   /* EXEC carries an environment list */
 
+/* The RPC channel (tfork/rpc.h): after RUNOK of the RPC server function
+ * the run socket carries these frames, same header, no fds ever.  Q =
+ * parent to child, A = child to parent.  parts = u32 count, then count
+ * strings; at most TFORK_RPC_PARTS parts of TFORK_RPC_BYTES bytes in all.
+ * The parent's first frame is RPC_SETUP; calls are numbered from 1 and
+ * RPC_FAIL with id 0 means the child could not start serving (unknown
+ * function, init failed, version mismatch) and exits. */
+#define TFORK_RPC_OPS(X)                                                    \
+    X(RPC_SETUP, 32, Q)  /* u32 magic, u32 version, u32 flags, str func,  \
+                            str init ("" = none) */                         \
+    X(RPC_CALL,  33, Q)  /* u32 id, parts */                                \
+    X(RPC_REPLY, 40, A)  /* u32 id, parts */                                \
+    X(RPC_FAIL,  41, A)  /* u32 id, i32 -errno, str message */              \
+    X(RPC_EVENT, 42, A)  /* parts */                                        \
+    X(RPC_RETIRE,43, A)  /* empty: a pool worker asks for a graceful end */
+
+enum tfork_rpc_op {
+#define TFORK_RPC_OP_ENUM(n, c, d) TFORK_OP_##n = c,
+    TFORK_RPC_OPS(TFORK_RPC_OP_ENUM)
+#undef TFORK_RPC_OP_ENUM
+    TFORK_RPC_OP_LIMIT = 48
+};
+
+#define TFORK_RPC_BYTES   (64u << 20)   /* = TFORK_RPC_MAX of tfork/rpc.h */
+#define TFORK_RPC_PARTS   8192u         /* = TFORK_RPC_PARTS_MAX */
+#define TFORK_RPC_ASYNC   1u            /* RPC_SETUP flags */
+#define TFORK_RPC_POOL    2u            /* a pool worker: retire is heard */
+
 /* The op's name ("FORK"), or NULL for an unknown op. */
 const char *tfork__op_name(unsigned op);
 /* How many fds op must carry, or -1 for an unknown op. */
@@ -80,6 +108,13 @@ void tfork__hdr_put(unsigned char out[TFORK_HDR_LEN], unsigned op,
 int tfork__hdr_get(const unsigned char in[TFORK_HDR_LEN], int cmd,
                    tfork_hdr *h, char *err, size_t errlen);
 
+/* The RPC channel's header check: a known RPC op travelling that way
+ * (to_child 1: Q ops, 0: A ops), no fds, reserved bytes zero, len within
+ * TFORK_FRAME_MAX.  0 or -EPROTO with a message. */
+int tfork__rpc_hdr_get(const unsigned char in[TFORK_HDR_LEN], int to_child,
+                       tfork_hdr *h, char *err, size_t errlen);
+const char *tfork__rpc_op_name(unsigned op);
+
 /* A growing output buffer for encoding one frame (header included). */
 typedef struct tfork_buf {
     unsigned char *p;   /* the bytes */
@@ -95,6 +130,13 @@ void tfork__buf_raw(tfork_buf *b, const void *s, size_t len);
 /* Fills in the header's length.  0, -ENOMEM or -E2BIG (payload over the
  * cap); on failure the buffer is freed. */
 int tfork__buf_end(tfork_buf *b);
+/* RPC parts: u32 n, then n strings.  The caller checks the caps first
+ * (tfork__parts_check). */
+struct iovec;
+void tfork__buf_parts(tfork_buf *b, int n, const struct iovec *v);
+/* 0, -EINVAL (n < 0, NULL v with n > 0, NULL base with a length) or
+ * -E2BIG (over TFORK_RPC_PARTS parts or TFORK_RPC_BYTES bytes). */
+int tfork__parts_check(int n, const struct iovec *v);
 void tfork__buf_free(tfork_buf *b);
 
 /* A cursor over a received payload.  Every getter fails (returns -EPROTO
@@ -112,6 +154,10 @@ int tfork__cur_str(tfork_cur *c, const char **s, size_t *len);
 /* A list: u32 count (at most max), then count strings; *v is a
  * NULL-terminated array of pointers into the payload, malloc'ed. */
 int tfork__cur_list(tfork_cur *c, uint32_t max, char ***v, uint32_t *n);
+/* RPC parts: *v is a malloc'ed array of n iovecs pointing into the
+ * payload (each followed by its NUL), NULL when n == 0.  Refuses counts
+ * and totals over the caps before allocating. */
+int tfork__cur_parts(tfork_cur *c, struct iovec **v, uint32_t *n);
 /* 0 when the payload was consumed exactly and no getter failed. */
 int tfork__cur_done(const tfork_cur *c);
 

@@ -1,6 +1,6 @@
-/* queue.c: the per-process command queue.  Frames wait here until the
- * socket takes them; a short write keeps its remainder, an fd rides on the
- * first byte of its frame, and frames without fds go out together. */
+/* queue.c: outgoing frame queues.  Frames wait here until the socket takes
+ * them; a short write keeps its remainder, an fd rides on the first byte
+ * of its frame, and frames without fds go out together. */
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 
 #define IOV_BATCH 16
 
-int tfork__queue(tfork *p, tfork_buf *b, int fd)
+int tfork__outq_push(struct tfork__outq *q, tfork_buf *b, int fd)
 {
     struct tfork__frame *f;
     int r = tfork__buf_end(b);
@@ -32,22 +32,12 @@ int tfork__queue(tfork *p, tfork_buf *b, int fd)
     f->off = 0;
     f->fd = fd;
     b->p = NULL;
-    if (p->qtail)
-        p->qtail->next = f;
+    if (q->tail)
+        q->tail->next = f;
     else
-        p->qhead = f;
-    p->qtail = f;
+        q->head = f;
+    q->tail = f;
     return 0;
-}
-
-int tfork__queue_hello(tfork *p)
-{
-    tfork_buf b;
-
-    tfork__buf_frame(&b, TFORK_OP_HELLO, 0);
-    tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
-    tfork__buf_u32(&b, TFORK_PROTO_VERSION);
-    return tfork__queue(p, &b, -1);
 }
 
 static void frame_free(struct tfork__frame *f)
@@ -58,22 +48,22 @@ static void frame_free(struct tfork__frame *f)
     free(f);
 }
 
-void tfork__queue_drop(tfork *p)
+void tfork__outq_drop(struct tfork__outq *q)
 {
-    while (p->qhead) {
-        struct tfork__frame *f = p->qhead;
+    while (q->head) {
+        struct tfork__frame *f = q->head;
 
-        p->qhead = f->next;
+        q->head = f->next;
         frame_free(f);
     }
-    p->qtail = NULL;
+    q->tail = NULL;
 }
 
-int tfork__flush(tfork *p)
+int tfork__outq_flush(struct tfork__outq *q, int sock)
 {
-    while (p->qhead && p->fd >= 0) {
+    while (q->head && sock >= 0) {
         struct iovec iov[IOV_BATCH];
-        struct tfork__frame *f = p->qhead;
+        struct tfork__frame *f = q->head;
         int n = 0, fds = f->off == 0 && f->fd >= 0;
         ssize_t w;
 
@@ -86,28 +76,53 @@ int tfork__flush(tfork *p)
             iov[n].iov_len = f->len - f->off;
             n++;
         }
-        w = tfork__send(p->fd, iov, n, fds ? &p->qhead->fd : NULL,
+        w = tfork__send(sock, iov, n, fds ? &q->head->fd : NULL,
                         fds ? 1 : 0, 1);
         if (w == -EAGAIN)
             return 0;
         if (w < 0)
             return (int)w;
         if (fds) {
-            close(p->qhead->fd);
-            p->qhead->fd = -1;
+            close(q->head->fd);
+            q->head->fd = -1;
         }
         while (w > 0) {
-            f = p->qhead;
+            f = q->head;
             if ((size_t)w < f->len - f->off) {
                 f->off += (size_t)w;
                 break;
             }
             w -= (ssize_t)(f->len - f->off);
-            p->qhead = f->next;
-            if (!p->qhead)
-                p->qtail = NULL;
+            q->head = f->next;
+            if (!q->head)
+                q->tail = NULL;
             frame_free(f);
         }
     }
     return 0;
+}
+
+int tfork__queue(tfork *p, tfork_buf *b, int fd)
+{
+    return tfork__outq_push(&p->q, b, fd);
+}
+
+int tfork__queue_hello(tfork *p)
+{
+    tfork_buf b;
+
+    tfork__buf_frame(&b, TFORK_OP_HELLO, 0);
+    tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
+    tfork__buf_u32(&b, TFORK_PROTO_VERSION);
+    return tfork__queue(p, &b, -1);
+}
+
+void tfork__queue_drop(tfork *p)
+{
+    tfork__outq_drop(&p->q);
+}
+
+int tfork__flush(tfork *p)
+{
+    return tfork__outq_flush(&p->q, p->fd);
 }

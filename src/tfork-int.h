@@ -73,6 +73,34 @@ void tfork__rd_next(tfork_rd *r);
 /* Releases everything the reader holds. */
 void tfork__rd_free(tfork_rd *r);
 
+/* ---- rpc_io.c: the RPC channel's frame reader ----
+ * The RPC channel never carries fds, so this reader may read ahead: one
+ * recv takes as many frames as have arrived.  The buffer grows with the
+ * bytes of a large frame as they come and shrinks again after it. */
+typedef struct tfork__rrd {
+    unsigned char *buf;         /* received bytes */
+    size_t cap;                 /* allocated */
+    size_t start, end;          /* unparsed bytes: buf[start..end) */
+    int to_child;               /* accepts Q ops (1) or A ops (0) */
+    char err[256];              /* why a step failed */
+} tfork__rrd;
+
+void tfork__rrd_init(tfork__rrd *r, int to_child);
+void tfork__rrd_free(tfork__rrd *r);
+/* One recv, MSG_DONTWAIT when nonblock.  Bytes read (> 0), 0 would
+ * block, -EPIPE at EOF (-EPROTO inside a frame), other -errno; r->err
+ * says why.  Frames returned before become invalid. */
+ssize_t tfork__rrd_fill(tfork__rrd *r, int fd, int nonblock);
+/* The next complete frame: 1 with h and payload (valid until the next
+ * fill), 0 when more bytes are needed, -EPROTO for a bad header. */
+int tfork__rrd_frame(tfork__rrd *r, tfork_hdr *h,
+                     const unsigned char **payload);
+
+/* ---- rpc_child.c ---- */
+/* The run function of an RPC child (registered by rpc.c). */
+int tfork__rpc_server(int fd, int argc, const tfork_arg *argv);
+#define TFORK__RPC_SERVER "tfork__rpc_server"
+
 /* ---- export.c ---- */
 /* A function by name: the TFORK_EXPORT registry, then dlsym. */
 void (*tfork__lookup(const char *name))(void);
@@ -105,6 +133,11 @@ struct tfork__frame {
     size_t len;                 /* bytes in buf */
     size_t off;                 /* bytes already sent */
     int fd;                     /* rides on the first byte, or -1 */
+};
+
+/* Frames waiting for a socket (queue.c): a short write keeps its rest. */
+struct tfork__outq {
+    struct tfork__frame *head, *tail;
 };
 
 /* The birth and exit record of one forked process; outlives the handle. */
@@ -141,7 +174,7 @@ struct tfork {
     int err;                    /* first failure, -errno, 0 if none */
     char *errmsg;               /* its text, NULL if none */
 
-    struct tfork__frame *qhead, *qtail;   /* unsent frames */
+    struct tfork__outq q;       /* unsent frames */
     tfork_rd rd;                /* incoming frames */
 
     tfork *parent;              /* held until our fork is resolved */
@@ -184,10 +217,16 @@ void tfork__fail(tfork *p, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* queue.c */
+/* Appends b's frame (tfork__buf_end is called here) and fd, which rides
+ * on its first byte; takes both, also on failure.  0 or -errno. */
+int tfork__outq_push(struct tfork__outq *q, tfork_buf *b, int fd);
+/* Sends what the socket takes without blocking.  0 (the queue may still
+ * hold frames), or -errno on a broken socket. */
+int tfork__outq_flush(struct tfork__outq *q, int sock);
+void tfork__outq_drop(struct tfork__outq *q);
 int tfork__queue(tfork *p, tfork_buf *b, int fd);   /* takes b and fd */
 int tfork__queue_hello(tfork *p);
-/* Sends what the socket takes.  0, or -errno on a broken socket. */
-int tfork__flush(tfork *p);
+int tfork__flush(tfork *p);     /* tfork__outq_flush on p's socket */
 void tfork__queue_drop(tfork *p);
 
 /* exec.c */
@@ -204,5 +243,21 @@ int tfork__ev_reap(tfork *p);       /* watch p->pid (our child) */
 void tfork__ev_defer(tfork *p);     /* tfork__on_defer soon, from the loop */
 void tfork__ev_free(tfork *p);
 int tfork__ev_is_default(struct ev_loop *loop);
+
+/* loop_ev.c, for the layers above the core (rpc): a socket watcher and a
+ * "soon" callback, both on one loop.  io(arg, readable, writable) while
+ * the fd is watched; later(arg) once per tfork__watch_later, from the
+ * loop.  ref 0: the io watcher does not keep ev_run alive. */
+typedef struct tfork__watch tfork__watch;
+tfork__watch *tfork__watch_new(struct ev_loop *loop,
+                               void (*io)(void *arg, int rd, int wr),
+                               void (*later)(void *arg), void *arg);
+void tfork__watch_io(tfork__watch *w, int fd, int rd, int wr, int ref);
+void tfork__watch_later(tfork__watch *w);
+void tfork__watch_free(tfork__watch *w);
+/* The async RPC child's own loop. */
+struct ev_loop *tfork__loop_new(void);
+void tfork__loop_run(struct ev_loop *loop);
+void tfork__loop_break(struct ev_loop *loop);
 
 #endif
