@@ -280,12 +280,12 @@ static void on_eof(tfork_rpc *r, int e)
         return;
     }
     if (e == -EPIPE && r->npending)
-        losef(r, -EPIPE, "rpc child %ld (%s) exited with %d call%s pending",
-              (long)r->pid, r->func, r->npending,
-              r->npending == 1 ? "" : "s");
+        losef(r, -EPIPE, "rpc child %ld (%s) exited with %d call%s "
+              "pending (%s)", (long)r->pid, r->func, r->npending,
+              r->npending == 1 ? "" : "s", r->rd.err);
     else if (e == -EPIPE)
-        losef(r, -EPIPE, "rpc child %ld (%s) exited", (long)r->pid,
-              r->func);
+        losef(r, -EPIPE, "rpc child %ld (%s) exited (%s)", (long)r->pid,
+              r->func, r->rd.err);
     else
         losef(r, e == -EPROTO ? -EPROTO : -EPIPE, "rpc child %ld (%s): %s",
               (long)r->pid, r->func, r->rd.err);

@@ -88,12 +88,9 @@ ssize_t tfork__rrd_fill(tfork__rrd *r, int fd, int nonblock)
         return -e;
     }
     if (n == 0) {
-        if (r->end > r->start) {
-            snprintf(r->err, sizeof r->err, "protocol error: EOF inside "
-                     "an rpc frame");
-            return -EPROTO;
-        }
-        snprintf(r->err, sizeof r->err, "connection closed");
+        /* a peer that died in the middle of a frame is gone all the same */
+        snprintf(r->err, sizeof r->err, r->end > r->start ?
+                 "connection closed inside a frame" : "connection closed");
         return -EPIPE;
     }
     r->end += (size_t)n;

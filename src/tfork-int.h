@@ -88,8 +88,8 @@ typedef struct tfork__rrd {
 void tfork__rrd_init(tfork__rrd *r, int to_child);
 void tfork__rrd_free(tfork__rrd *r);
 /* One recv, MSG_DONTWAIT when nonblock.  Bytes read (> 0), 0 would
- * block, -EPIPE at EOF (-EPROTO inside a frame), other -errno; r->err
- * says why.  Frames returned before become invalid. */
+ * block, -EPIPE at EOF (also inside a frame), other -errno; r->err says
+ * why.  Frames returned before become invalid. */
 ssize_t tfork__rrd_fill(tfork__rrd *r, int fd, int nonblock);
 /* The next complete frame: 1 with h and payload (valid until the next
  * fill), 0 when more bytes are needed, -EPROTO for a bad header. */

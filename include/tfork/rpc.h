@@ -12,7 +12,24 @@
 extern "C" {
 #endif
 
-/* Caps, checked on both sides: one call's arguments, one reply and one
+/* Wire format (after the core's RUNOK, on the run socket; no fds).  Each
+ * frame: u8 op, u8 0, u16 0, u32 payload length (little-endian), then
+ * the payload.  Integers are u32 little-endian; a string is u32 length,
+ * the bytes and a NUL; parts are u32 count, then count strings.
+ *   parent to child: 32 SETUP  u32 magic "TFRK", u32 version, u32 flags
+ *                              (1 async, 2 pool worker), str func,
+ *                              str init ("" for none) -- first frame
+ *                    33 CALL   u32 id (from 1), parts
+ *   child to parent: 40 REPLY  u32 id, parts
+ *                    41 FAIL   u32 id (0: the child cannot serve and
+ *                              exits), i32 -errno, str message
+ *                    42 EVENT  parts
+ *                    43 RETIRE (pool workers) no more calls, please
+ * A graceful end is the parent's shutdown(SHUT_WR): the child answers
+ * what it has and exits.  Payloads are capped at 64 MiB + 64 KiB; an
+ * unknown op or bad frame is a protocol error and ends the channel.
+ *
+ * Caps, checked on both sides: one call's arguments, one reply and one
  * event each carry at most TFORK_RPC_MAX bytes in at most
  * TFORK_RPC_PARTS_MAX parts; beyond, -E2BIG. */
 #define TFORK_RPC_MAX       (64u << 20)
