@@ -347,3 +347,74 @@ void tfork__loop_break(struct ev_loop *loop)
 {
     ev_break(loop, EVBREAK_ALL);
 }
+
+struct tfork__timer {
+    struct ev_loop *loop;
+    ev_timer t;
+    int ref;                /* counts toward ev_run staying alive */
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    tfork__timer *t = w->data;
+
+    (void)revents;
+    if (!t->ref)
+        ev_ref(loop);       /* a stopped watcher must not stay unref'd */
+    t->ref = 1;
+    t->fn(t->arg);
+}
+
+tfork__timer *tfork__timer_new(struct ev_loop *loop, void (*fn)(void *arg),
+                               void *arg)
+{
+    tfork__timer *t = calloc(1, sizeof *t);
+
+    if (!t)
+        return NULL;
+    t->loop = loop;
+    t->ref = 1;
+    t->fn = fn;
+    t->arg = arg;
+    ev_timer_init(&t->t, timer_cb, 0., 0.);
+    t->t.data = t;
+    return t;
+}
+
+void tfork__timer_stop(tfork__timer *t)
+{
+    if (!t || !ev_is_active(&t->t))
+        return;
+    if (!t->ref)
+        ev_ref(t->loop);
+    t->ref = 1;
+    ev_timer_stop(t->loop, &t->t);
+}
+
+void tfork__timer_start(tfork__timer *t, double seconds, int ref)
+{
+    tfork__timer_stop(t);
+    ev_timer_set(&t->t, seconds > 0 ? seconds : 0., 0.);
+    ev_timer_start(t->loop, &t->t);
+    t->ref = !!ref;
+    if (!t->ref)
+        ev_unref(t->loop);
+}
+
+int tfork__timer_active(const tfork__timer *t)
+{
+    return t && ev_is_active(&t->t);
+}
+
+void tfork__timer_free(tfork__timer *t)
+{
+    tfork__timer_stop(t);
+    free(t);
+}
+
+double tfork__now(struct ev_loop *loop)
+{
+    return ev_now(loop);
+}

@@ -3,6 +3,7 @@
  * queue that waits for the child's socket, and every call is answered
  * exactly once: by the child, or with the reason the child was lost. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,8 @@ struct tfork_rpc {
     int freed;                  /* tfork_rpc_free was called */
     int shut;                   /* SHUT_WR sent: the child sees EOF */
     int busy;                   /* our callbacks on the stack */
+    void (*on_retire)(tfork_rpc *r, void *data);   /* pool workers */
+    int kill_on_start;          /* tfork__rpc_kill before the pid was known */
     int release;                /* release once busy is 0 */
 };
 
@@ -319,8 +322,11 @@ static void io_cb(void *arg, int rd, int wr)
                 e = on_fail(r, &cur);
             else if (h.op == TFORK_OP_RPC_EVENT)
                 e = on_event(r, &cur);
-            else
-                e = 0;          /* RPC_RETIRE: only pools listen */
+            else {              /* RPC_RETIRE: only pools listen */
+                e = 0;
+                if (r->on_retire)
+                    r->on_retire(r, r->o.data);
+            }
             if (e < 0) {
                 snprintf(r->rd.err, sizeof r->rd.err, "protocol error: "
                          "bad %s frame", tfork__rpc_op_name(h.op));
@@ -351,6 +357,8 @@ static void run_cb(tfork *p, int fd, int err, void *data)
     } else {
         r->fd = fd;
         r->pid = tfork_pid(p);
+        if (r->kill_on_start && r->pid > 0)
+            kill(r->pid, SIGKILL);
         kick(r);
     }
     unbusy(r);
@@ -362,6 +370,13 @@ static int bad_name(const char *s)
 }
 
 tfork_rpc *tfork_rpc_new(tfork *p, const char *func, const tfork_rpc_opts *o)
+{
+    return tfork__rpc_new(p, func, o, 0, NULL);
+}
+
+tfork_rpc *tfork__rpc_new(tfork *p, const char *func,
+                          const tfork_rpc_opts *o, unsigned flags,
+                          void (*on_retire)(tfork_rpc *r, void *data))
 {
     static const tfork_rpc_opts defaults;
     tfork_rpc *r;
@@ -388,6 +403,7 @@ tfork_rpc *tfork_rpc_new(tfork *p, const char *func, const tfork_rpc_opts *o)
     r->fd = -1;
     r->o = *o;
     r->o.init = NULL;
+    r->on_retire = on_retire;
     tfork__rrd_init(&r->rd, 0);
     r->w = tfork__watch_new(r->loop, io_cb, NULL, r);
     if (!r->w)
@@ -395,7 +411,7 @@ tfork_rpc *tfork_rpc_new(tfork *p, const char *func, const tfork_rpc_opts *o)
     tfork__buf_frame(&b, TFORK_OP_RPC_SETUP, 0);
     tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
     tfork__buf_u32(&b, TFORK_PROTO_VERSION);
-    tfork__buf_u32(&b, o->async ? TFORK_RPC_ASYNC : 0);
+    tfork__buf_u32(&b, (o->async ? TFORK_RPC_ASYNC : 0) | flags);
     tfork__buf_str(&b, func, strlen(func));
     tfork__buf_str(&b, r->init ? r->init : "", r->init ? strlen(r->init) : 0);
     if (tfork__outq_push(&r->q, &b, -1) < 0)
@@ -464,6 +480,14 @@ int tfork_rpc_call(tfork_rpc *r, int n, const struct iovec *args,
     else
         update(r);
     return 0;
+}
+
+void tfork__rpc_kill(tfork_rpc *r)
+{
+    if (r->pid > 0 && !r->lost)
+        kill(r->pid, SIGKILL);
+    else if (r->pid == 0)
+        r->kill_on_start = 1;
 }
 
 pid_t tfork_rpc_pid(const tfork_rpc *r)

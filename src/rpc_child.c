@@ -36,6 +36,7 @@ static struct {
     int inflight;
     int eof;                    /* the parent closed its end */
     int broken;                 /* the parent is gone: nothing is sent */
+    int retired;                /* RPC_RETIRE sent */
     tfork__rrd rd;
 } S;
 
@@ -202,6 +203,18 @@ int tfork_rpc_event(int n, const struct iovec *ev)
     tfork__buf_frame(&b, TFORK_OP_RPC_EVENT, 0);
     tfork__buf_parts(&b, n, ev);
     return send_frame(&b);
+}
+
+void tfork_pool_retire(void)
+{
+    tfork_buf b;
+
+    /* a plain RPC child has nobody to replace it: ignored there */
+    if (!S.on || !S.pool || S.retired || S.broken)
+        return;
+    S.retired = 1;
+    tfork__buf_frame(&b, TFORK_OP_RPC_RETIRE, 0);
+    send_frame(&b);
 }
 
 struct ev_loop *tfork_rpc_loop(void)

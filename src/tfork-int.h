@@ -11,6 +11,8 @@
 #include <sys/uio.h>
 
 #include "tfork.h"
+#include "tfork/rpc.h"
+#include "tfork/pool.h"
 #include "proto.h"
 
 #define TFORK_HIDDEN __attribute__((visibility("hidden")))
@@ -95,6 +97,22 @@ ssize_t tfork__rrd_fill(tfork__rrd *r, int fd, int nonblock);
  * fill), 0 when more bytes are needed, -EPROTO for a bad header. */
 int tfork__rrd_frame(tfork__rrd *r, tfork_hdr *h,
                      const unsigned char **payload);
+
+/* ---- rpc.c, for the pool ---- */
+/* tfork_rpc_new for a pool worker: the child hears tfork_pool_retire()
+ * and on_retire(r, o->data) runs when it does (before the reply that
+ * follows it is delivered). */
+tfork_rpc *tfork__rpc_new(tfork *p, const char *func,
+                          const tfork_rpc_opts *o, unsigned flags,
+                          void (*on_retire)(tfork_rpc *r, void *data));
+
+/* SIGKILL to the child, now or as soon as its pid is known. */
+void tfork__rpc_kill(tfork_rpc *r);
+
+/* ---- pool.c, for pool_map.c ---- */
+struct ev_loop *tfork__pool_loop(const tfork_pool *pool);
+/* Calls tfork_pool_call accepts now without -EAGAIN (INT_MAX: any). */
+int tfork__pool_room(const tfork_pool *pool);
 
 /* ---- rpc_child.c ---- */
 /* The run function of an RPC child (registered by rpc.c). */
@@ -259,5 +277,15 @@ void tfork__watch_free(tfork__watch *w);
 struct ev_loop *tfork__loop_new(void);
 void tfork__loop_run(struct ev_loop *loop);
 void tfork__loop_break(struct ev_loop *loop);
+/* A timer: fn(arg) once, after seconds; ref 0: it does not keep ev_run
+ * alive.  Starting a started timer restarts it. */
+typedef struct tfork__timer tfork__timer;
+tfork__timer *tfork__timer_new(struct ev_loop *loop, void (*fn)(void *arg),
+                               void *arg);
+void tfork__timer_start(tfork__timer *t, double seconds, int ref);
+void tfork__timer_stop(tfork__timer *t);
+int tfork__timer_active(const tfork__timer *t);
+void tfork__timer_free(tfork__timer *t);
+double tfork__now(struct ev_loop *loop);
 
 #endif
