@@ -50,6 +50,8 @@ run "big-parent: spawn rate from a big process, tfork vs fork()" 0 \
     big-parent -m 256 -n 100
 run "prefork-server: one listener, children forked from a template" 0 \
     prefork-server -n 3 -c 6
+run "rpc-hash: a worker function called from a loop that never blocks" 0 \
+    rpc-hash
 run "exec: a command from the template, stdout through a pipe" 0 \
     exec
 run "exec: the exit status comes back" 0 \
