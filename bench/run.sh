@@ -22,6 +22,7 @@ export TFORK_SERVE
 # bench/<program>.  Add a line here for each new one.
 benches=(
     "rpc|RPC round trips: tfork_rpc (sync, async) vs a raw socketpair|rpc"
+    "pool|process pool: calls/s with 1, 2, 4 workers vs one RPC child; ~1 ms calls scaling|pool"
 )
 
 # A hung benchmark fails the run instead of hanging it.

@@ -52,6 +52,8 @@ run "prefork-server: one listener, children forked from a template" 0 \
     prefork-server -n 3 -c 6
 run "rpc-hash: a worker function called from a loop that never blocks" 0 \
     rpc-hash
+run "pool-map: a pool of workers, map and stream" 0 \
+    pool-map
 run "exec: a command from the template, stdout through a pipe" 0 \
     exec
 run "exec: the exit status comes back" 0 \
