@@ -112,18 +112,30 @@ static int send_fail(uint32_t id, int err, const char *fmt, ...)
 
 /* ---- requests ---- */
 
-/* req is one we are still to answer: the sync call being served, or an
- * async call in flight (a stale pointer is never dereferenced). */
-static int req_valid(tfork_rpc_req *req)
+/* What func and the API see of a call is its id, never the struct: a
+ * req kept after its answer then names no call at all (the parent does
+ * not reuse an id for 2^32 calls), where a pointer would name whichever
+ * later call reuses the stack slot (sync) or the memory (async). */
+static tfork_rpc_req *req_handle(const tfork_rpc_req *req)
 {
-    if (!S.on || !req)
-        return 0;
+    return (tfork_rpc_req *)(uintptr_t)req->id;
+}
+
+/* The call h names, if we are still to answer it: the sync call being
+ * served, or an async call in flight.  NULL otherwise. */
+static tfork_rpc_req *req_find(tfork_rpc_req *h)
+{
+    uintptr_t id = (uintptr_t)h;
+
+    if (!S.on || id == 0 || id > UINT32_MAX)
+        return NULL;
     if (!S.async)
-        return req == S.sync_req && !req->done;
+        return S.sync_req && S.sync_req->id == id && !S.sync_req->done
+               ? S.sync_req : NULL;
     for (tfork_rpc_req *x = S.head; x; x = x->next)
-        if (x == req)
-            return !x->done;
-    return 0;
+        if (x->id == id)
+            return x->done ? NULL : x;
+    return NULL;
 }
 
 /* req is answered: an async one leaves the flight list and, unless func
@@ -148,12 +160,13 @@ static void req_done(tfork_rpc_req *req)
     async_update();
 }
 
-int tfork_rpc_reply(tfork_rpc_req *req, int n, const struct iovec *res)
+int tfork_rpc_reply(tfork_rpc_req *h, int n, const struct iovec *res)
 {
+    tfork_rpc_req *req = req_find(h);
     tfork_buf b;
     int e;
 
-    if (!req_valid(req))
+    if (!req)
         return -EINVAL;
     e = tfork__parts_check(n, res);
     if (e < 0)
@@ -168,13 +181,14 @@ int tfork_rpc_reply(tfork_rpc_req *req, int n, const struct iovec *res)
     return e;
 }
 
-int tfork_rpc_fail(tfork_rpc_req *req, const char *msg)
+int tfork_rpc_fail(tfork_rpc_req *h, const char *msg)
 {
+    tfork_rpc_req *req = req_find(h);
     tfork_buf b;
     size_t len;
     int e;
 
-    if (!req_valid(req))
+    if (!req)
         return -EINVAL;
     if (!msg)
         msg = "";
@@ -256,7 +270,7 @@ static int serve_call(tfork_cur *cur)
     } else {
         S.sync_req = req;
     }
-    ret = S.func(req, (int)n, v);
+    ret = S.func(req_handle(req), (int)n, v);
     free(v);
     req->in_func = 0;
     if (!S.async) {
