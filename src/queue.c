@@ -8,6 +8,9 @@
 #include "tfork-int.h"
 
 #define IOV_BATCH 16
+/* Bytes one flush sends at most: a peer that keeps draining could
+ * otherwise take a 64 MiB frame in one go while the loop waits for us. */
+#define FLUSH_BUDGET (1u << 20)
 
 int tfork__outq_push(struct tfork__outq *q, tfork_buf *b, int fd)
 {
@@ -61,7 +64,9 @@ void tfork__outq_drop(struct tfork__outq *q)
 
 int tfork__outq_flush(struct tfork__outq *q, int sock)
 {
-    while (q->head && sock >= 0) {
+    size_t sent = 0;
+
+    while (q->head && sock >= 0 && sent < FLUSH_BUDGET) {
         struct iovec iov[IOV_BATCH];
         struct tfork__frame *f = q->head;
         int n = 0, fds = f->off == 0 && f->fd >= 0;
@@ -82,6 +87,7 @@ int tfork__outq_flush(struct tfork__outq *q, int sock)
             return 0;
         if (w < 0)
             return (int)w;
+        sent += (size_t)w;
         if (fds) {
             close(q->head->fd);
             q->head->fd = -1;

@@ -238,8 +238,9 @@ void tfork__fail(tfork *p, int err, const char *fmt, ...)
 /* Appends b's frame (tfork__buf_end is called here) and fd, which rides
  * on its first byte; takes both, also on failure.  0 or -errno. */
 int tfork__outq_push(struct tfork__outq *q, tfork_buf *b, int fd);
-/* Sends what the socket takes without blocking.  0 (the queue may still
- * hold frames), or -errno on a broken socket. */
+/* Sends what the socket takes without blocking, at most about 1 MiB per
+ * call so the loop gets a turn.  0 (the queue may still hold frames: wait
+ * for writability and call again), or -errno on a broken socket. */
 int tfork__outq_flush(struct tfork__outq *q, int sock);
 void tfork__outq_drop(struct tfork__outq *q);
 int tfork__queue(tfork *p, tfork_buf *b, int fd);   /* takes b and fd */
