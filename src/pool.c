@@ -205,9 +205,18 @@ static void worker_destroyed(tfork_rpc *r, void *data)
     unbusy(pool);
 }
 
+/* A worker failed for want of a resource that may come back (a fork
+ * refused for a moment): the pool tries again with the next calls. */
+static int transient(int err)
+{
+    return err == -EAGAIN || err == -ENOMEM || err == -EMFILE ||
+           err == -ENFILE;
+}
+
 /* The worker is lost: its calls have had their -EPIPE (or start error)
- * by now.  One that never started means the template cannot give us
- * workers: the calls waiting fail with the same error. */
+ * by now.  One that never started (but for a transient failure) means
+ * the template cannot give us workers: the calls waiting fail with the
+ * same error, and so do later ones. */
 static void worker_error(tfork_rpc *r, int err, const char *msg, void *data)
 {
     struct worker *w = data;
@@ -216,7 +225,8 @@ static void worker_error(tfork_rpc *r, int err, const char *msg, void *data)
     pool->busy++;
     if (pool->o.rpc.on_error)
         pool->o.rpc.on_error(r, err, msg, pool->o.rpc.data);
-    if ((tfork_rpc_pid(r) <= 0 || err != -EPIPE) && !pool->broken) {
+    if ((tfork_rpc_pid(r) <= 0 || err != -EPIPE) && !transient(err) &&
+        !pool->broken) {
         pool->broken = err;
         free(pool->brokenmsg);
         pool->brokenmsg = strdup(msg);
@@ -455,10 +465,16 @@ static void timeout_cb(void *arg)
         answer(c, -ETIMEDOUT, msg);
     } else {
         struct worker *w = c->w;
+        pid_t pid = tfork_rpc_pid(w->rpc);
 
-        snprintf(msg, sizeof msg, "pool call of %s timed out after %g s; "
-                 "worker %ld killed", pool->func, pool->o.timeout,
-                 (long)tfork_rpc_pid(w->rpc));
+        if (pid > 0)
+            snprintf(msg, sizeof msg, "pool call of %s timed out after %g "
+                     "s; worker %ld killed", pool->func, pool->o.timeout,
+                     (long)pid);
+        else
+            snprintf(msg, sizeof msg, "pool call of %s timed out after %g "
+                     "s; its worker, still starting, is killed", pool->func,
+                     pool->o.timeout);
         c->answered = 1;
         pool->npending--;
         /* its other calls get -EPIPE when the rpc sees it die; rpc_done
@@ -622,6 +638,12 @@ int tfork__pool_room(const tfork_pool *pool)
     for (struct worker *w = pool->whead; w; w = w->next)
         if (!w->ending)
             free_slots += pool->o.load - w->load;
+    /* as tfork_pool_call does: with nothing waiting, a call starts a
+     * worker at once when none is left or the start step has passed */
+    if (!pool->qhead && !pool->broken && live(pool) < pool->o.max &&
+        (!pool->started || live(pool) == 0 ||
+         tfork__now(pool->loop) - pool->last_start >= pool->o.start))
+        free_slots += pool->o.load;
     return pool->o.queue_max - pool->nqueued + free_slots;
 }
 

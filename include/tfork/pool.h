@@ -36,7 +36,9 @@ typedef struct tfork_pool_opts {
                            rpc.data) for every worker; on_destroy unused */
     void (*on_destroy)(tfork_pool *pool, void *data);  /* after
                            tfork_pool_free: every call answered, every
-                           worker gone */
+                           worker has closed its end and exited (the
+                           template, or init once the template is gone,
+                           reaps it) */
     void *data;         /* passed to on_destroy */
 } tfork_pool_opts;
 
