@@ -10,7 +10,6 @@
  * is a child subreaper, so any process of the tree that outlives its parent
  * lands here and is seen. */
 #include <check.h>
-#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,16 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <ev.h>
 
 #include "tfork.h"
 #include "tfork-int.h"
 #include "core_report.h"
+#include "testutil.h"
 
 #define CORE_GUARD 45.          /* seconds before a hung loop fails */
 #define CORE_TIMEOUT 90         /* Check's own limit per test */
@@ -185,13 +183,6 @@ static const struct core_kind core_copy = {
 
 /* ---------------------------------------------------------------- state */
 
-static int in_api;      /* > 0 while a tfork_* call of the test runs */
-
-/* Every tfork_* call the test makes goes through these, so a callback can
- * tell whether it was called from inside one. */
-#define API(x) ({ in_api++; __typeof__(x) api_r_ = (x); in_api--; api_r_; })
-#define APIV(x) do { in_api++; x; in_api--; } while (0)
-
 static struct {
     struct ev_loop *loop;
     int def;                    /* the default loop */
@@ -202,14 +193,6 @@ static struct {
     int ntpl;
 } T;
 
-static double core_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void core_guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -218,97 +201,21 @@ static void core_guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ck_abort_msg("%s: the loop still runs after %.0f s", T.what, CORE_GUARD);
 }
 
-static const char *core_mod(const char *name)
-{
-    static char path[4096];
-    const char *dir = getenv("TFORK_TESTDIR");
-
-    ck_assert_msg(dir != NULL, "TFORK_TESTDIR is not set (run make check)");
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return path;
-}
-
-/* The state letter of /proc/pid/stat (0: no such process) and its ppid. */
-static char core_proc_state(pid_t pid, pid_t *ppid)
-{
-    char path[64], buf[1024], *p;
-    FILE *f;
-    size_t n;
-    char st = 0;
-    int pp = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    f = fopen(path, "re");
-    if (!f)
-        return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    p = strrchr(buf, ')');
-    if (!p || sscanf(p + 1, " %c %d", &st, &pp) != 2)
-        return 0;
-    if (ppid)
-        *ppid = pp;
-    return st;
-}
-
-/* Our children, found by scanning /proc (no /proc/PID/task/TID/children
- * on every kernel). */
-static int core_children(pid_t *out, char *state, int max)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t me = getpid();
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)) && n < max) {
-        char *end;
-        long v = strtol(e->d_name, &end, 10);
-        pid_t pp = 0;
-        char st;
-
-        if (*end || v <= 0)
-            continue;
-        st = core_proc_state((pid_t)v, &pp);
-        if (st && pp == me) {
-            out[n] = (pid_t)v;
-            state[n++] = st;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-static int core_is_tpl(pid_t pid)
-{
-    for (int i = 0; i < T.ntpl; i++)
-        if (T.tpl[i] == pid)
-            return 1;
-    return 0;
-}
-
 static void core_begin(int def, const char *what)
 {
     memset(&T, 0, sizeof T);
     T.what = what;
-    T.fds0 = core_count_fds();
-    ck_assert_int_ge(T.fds0, 3);
+    T.fds0 = tu_subreaper();
     core_main_pid = getpid();
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
     T.def = def;
-    T.loop = def ? ev_default_loop(EVFLAG_AUTO) : ev_loop_new(EVFLAG_AUTO);
-    ck_assert_ptr_nonnull(T.loop);
+    T.loop = tu_loop_for(def);
     ck_assert_int_eq(!!ev_is_default_loop(T.loop), def);
-    ev_timer_init(&T.guard, core_guard_cb, CORE_GUARD, 0.);
-    ev_timer_start(T.loop, &T.guard);
-    ev_unref(T.loop);   /* the guard must not keep ev_run alive */
+    tu_guard_start(T.loop, &T.guard, core_guard_cb, CORE_GUARD);
 }
 
 static void core_loop(void)
 {
-    ck_assert_int_eq(in_api, 0);
+    ck_assert_int_eq(tu_in_api, 0);
     ev_run(T.loop, 0);
 }
 
@@ -317,54 +224,23 @@ static void core_loop(void)
  * no child, no fd may be left. */
 static void core_end(void)
 {
-    double deadline = core_now() + CORE_SETTLE;
-    pid_t kids[64];
-    char st[64];
-    int n;
-    siginfo_t si;
-
-    for (;;) {
-        ev_run(T.loop, EVRUN_NOWAIT);
-        n = core_children(kids, st, 64);
-        if (n == 0)
-            break;
-        for (int i = 0; i < n; i++)
-            if (st[i] == 'Z' && !core_is_tpl(kids[i]))
-                waitpid(kids[i], NULL, WNOHANG);
-        if (core_now() > deadline)
-            break;
-        usleep(5000);
-    }
-    n = core_children(kids, st, 64);
-    ck_assert_msg(n == 0, "%s: %d child(ren) left behind, first pid %d "
-                  "state %c%s", T.what, n, n > 0 ? (int)kids[0] : 0,
-                  n > 0 ? st[0] : '-', n > 0 && core_is_tpl(kids[0]) ?
-                  " (a template)" : "");
-    memset(&si, 0, sizeof si);
-    errno = 0;
-    ck_assert_msg(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-                  errno == ECHILD, "%s: waitid still sees child %d",
-                  T.what, (int)si.si_pid);
-    ev_ref(T.loop);
-    ev_timer_stop(T.loop, &T.guard);
-    ev_loop_destroy(T.loop);
+    tu_settle(T.loop, CORE_SETTLE, T.tpl, T.ntpl, NULL, T.what);
+    tu_close_loop(T.loop, &T.guard, T.fds0, T.what);
     T.loop = NULL;
-    ck_assert_msg(core_count_fds() == T.fds0, "%s: %d fds open, %d at the "
-                  "start", T.what, core_count_fds(), T.fds0);
 }
 
 /* Reads fd until EOF (line == 0) or through the first newline, waiting
  * with poll up to secs.  Returns the bytes (malloc'ed, NUL-terminated). */
 static char *core_read(int fd, int line, double secs, size_t *lenp)
 {
-    double deadline = core_now() + secs;
+    double deadline = tu_now() + secs;
     size_t len = 0, cap = 256;
     char *buf = malloc(cap);
 
     ck_assert_ptr_nonnull(buf);
     for (;;) {
         struct pollfd pfd = { fd, POLLIN, 0 };
-        double left = deadline - core_now();
+        double left = deadline - tu_now();
         ssize_t r;
 
         ck_assert_msg(left > 0, "%s: no %s on fd %d within %.0f s (got %zu "
@@ -434,7 +310,7 @@ static void core_run_cb(tfork *p, int fd, int err, void *data)
     ck_assert_msg(r->calls == 0, "%s: a second run callback (fd %d err %d)",
                   T.what, fd, err);
     r->calls++;
-    r->inside += in_api > 0;
+    r->inside += tu_in_api > 0;
     r->fd = fd;
     r->err = err;
     r->pid = tfork_pid(p);
@@ -523,11 +399,11 @@ static void core_exit_cb(pid_t pid, int status, void *data)
     ck_assert_msg(e->calls == 0, "%s: a second on_exit for %d (status %#x)",
                   T.what, (int)pid, status);
     e->calls++;
-    e->inside += in_api > 0;
+    e->inside += tu_in_api > 0;
     e->pid = pid;
     e->status = status;
     if (e->tpl)
-        e->tplstate = core_proc_state(e->tpl, NULL);
+        e->tplstate = tu_proc_state(e->tpl, NULL, NULL);
 }
 
 /* ---------------------------------------------------------------- makers */
@@ -545,10 +421,11 @@ static tfork *core_tpl(const struct core_kind *k)
     ck_assert_int_lt(T.ntpl, CORE_MAXTPL);
     T.tpl[T.ntpl++] = pid;
     /* our own child, at once */
-    ck_assert_int_ne(core_proc_state(pid, &pp), 0);
+    ck_assert_int_ne(tu_proc_state(pid, &pp, NULL), 0);
     ck_assert_int_eq(pp, getpid());
     if (!k->copy)
-        ck_assert_int_eq(API(tfork_require(t, core_mod("mod_core_basic.so"))),
+        ck_assert_int_eq(API(tfork_require(t,
+                                           tu_testdir("mod_core_basic.so"))),
                          0);
     return t;
 }
@@ -903,7 +780,7 @@ START_TEST(test_fork_grandchild)
     /* g reports its parent while c is still unrun (then c exits, and g
      * would be the template's) */
     while (rg.calls == 0) {
-        ck_assert_int_eq(in_api, 0);
+        ck_assert_int_eq(tu_in_api, 0);
         ev_run(T.loop, EVRUN_ONCE);
     }
     core_run(c, k->report, &rc);
@@ -972,7 +849,7 @@ START_TEST(test_err_missing_module)
     tfork *t, *c, *t2, *c2, *c3;
 
     core_begin(DEF(_i), "err_missing_module");
-    snprintf(undef, sizeof undef, "%s", core_mod("mod_core_undef.so"));
+    snprintf(undef, sizeof undef, "%s", tu_testdir("mod_core_undef.so"));
     /* the dlerror text this libc gives */
     ck_assert_ptr_null(dlopen(missing, RTLD_NOW | RTLD_GLOBAL));
     snprintf(dl1, sizeof dl1, "%s", dlerror());
@@ -1238,7 +1115,7 @@ START_TEST(test_bad_handle)
     core_arg(c, "ok", 2);
     core_run(c, k->report, &r);
     /* accepted: the handle takes nothing more */
-    ck_assert_int_eq(API(tfork_require(c, core_mod("mod_core_basic.so"))),
+    ck_assert_int_eq(API(tfork_require(c, tu_testdir("mod_core_basic.so"))),
                      -EINVAL);
     ck_assert_int_eq(API(tfork_eval(c, k->rec, 0, NULL)), -EINVAL);
     ck_assert_int_eq(API(tfork_send_arg(c, "late", 4)), -EINVAL);
@@ -1287,7 +1164,7 @@ START_TEST(test_pid)
     core_run(t2, k->report, &rt);
     ck_assert_int_eq(tfork_pid(t2), tp2);
     ck_assert_int_eq(tfork_pid(t), tp);
-    ck_assert_int_ne(core_proc_state(tp, &pp), 0);
+    ck_assert_int_ne(tu_proc_state(tp, &pp, NULL), 0);
     ck_assert_int_eq(pp, getpid());
     APIV(tfork_free(t));
     core_loop();
@@ -1335,7 +1212,7 @@ START_TEST(test_exit_status_after_free)
     core_done(&r);
     core_end();
     /* and is gone now (core_end waited for it and it was reaped) */
-    ck_assert_int_eq(core_proc_state(tp, NULL), 0);
+    ck_assert_int_eq(tu_proc_state(tp, NULL, NULL), 0);
     ck_assert_int_eq(kill(tp, 0), -1);
     ck_assert_int_eq(errno, ESRCH);
 }
@@ -1484,7 +1361,7 @@ START_TEST(test_evrun_not_early)
     r2.kept = -1;
     /* started once the run callback handed the fd over */
     while (r2.calls == 0) {
-        ck_assert_int_eq(in_api, 0);
+        ck_assert_int_eq(tu_in_api, 0);
         ev_run(T.loop, EVRUN_ONCE);
     }
     core_ok(&r2);
@@ -1550,7 +1427,7 @@ START_TEST(test_exit_template_killed_running)
     core_on_exit(c, &e);
     core_run(c, k->block, &r);
     while (r.calls == 0) {
-        ck_assert_int_eq(in_api, 0);
+        ck_assert_int_eq(tu_in_api, 0);
         ev_run(T.loop, EVRUN_ONCE);
     }
     core_ok(&r);
@@ -1583,8 +1460,8 @@ START_TEST(test_free_then_run_child)
     c = core_fork(t);
     APIV(tfork_free(t));
     core_loop();
-    ck_assert_msg(core_proc_state(tp, NULL) != 0 &&
-                  core_proc_state(tp, NULL) != 'Z',
+    ck_assert_msg(tu_proc_state(tp, NULL, NULL) != 0 &&
+                  tu_proc_state(tp, NULL, NULL) != 'Z',
                   "the template went while its child was unrun");
     core_arg(c, "c", 1);
     core_on_exit(c, &e);
@@ -1656,7 +1533,7 @@ START_TEST(test_copy_requires_module)
 
     core_begin(_i, "copy_requires_module");
     t = core_tpl(&core_copy);
-    ck_assert_int_eq(API(tfork_require(t, core_mod("mod_core_basic.so"))),
+    ck_assert_int_eq(API(tfork_require(t, tu_testdir("mod_core_basic.so"))),
                      0);
     ck_assert_int_eq(API(tfork_eval(t, "mod_core_eval_record", 1, a)), 0);
     c = core_fork(t);
@@ -1948,9 +1825,9 @@ START_TEST(test_exit_set_late)
     t = core_tpl(k);
     c = core_fork(t);
     ck_assert_int_eq(API(tfork_eval(c, k->exit5, 0, NULL)), 0);
-    deadline = core_now() + 20.;
-    while ((pid = tfork_pid(c)) == 0 || core_proc_state(pid, NULL) != 0) {
-        ck_assert_msg(core_now() < deadline, "child did not die");
+    deadline = tu_now() + 20.;
+    while ((pid = tfork_pid(c)) == 0 || tu_proc_state(pid, NULL, NULL) != 0) {
+        ck_assert_msg(tu_now() < deadline, "child did not die");
         ev_run(T.loop, EVRUN_NOWAIT);
         usleep(2000);
     }

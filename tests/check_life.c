@@ -38,40 +38,11 @@ static int is_child(pid_t pid)
     return 0;
 }
 
-/* State letter and start time of pid from /proc/<pid>/stat; 0 when it
- * does not exist. */
-static char proc_state(pid_t pid, unsigned long long *start)
-{
-    char path[64], buf[1024], *p;
-    FILE *f;
-    size_t n;
-    char st;
-    unsigned long long t = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    f = fopen(path, "re");
-    if (!f)
-        return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    /* after ")": state, then starttime is the 20th field */
-    if (sscanf(p + 1, " %c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
-               "%*s %*s %*s %*s %*s %*s %*s %llu", &st, &t) != 2)
-        return 0;
-    if (start)
-        *start = t;
-    return st;
-}
-
 /* pid has exited (gone, zombie or dead) or is another process by now. */
 static int proc_gone(pid_t pid, unsigned long long start)
 {
     unsigned long long t;
-    char st = proc_state(pid, &t);
+    char st = tu_proc_state(pid, NULL, &t);
 
     return !st || st == 'Z' || st == 'X' || t != start;
 }
@@ -79,7 +50,7 @@ static int proc_gone(pid_t pid, unsigned long long start)
 /* pid does not run any more (gone, zombie or dead). */
 static int dead(pid_t pid)
 {
-    char st = proc_state(pid, NULL);
+    char st = tu_proc_state(pid, NULL, NULL);
 
     return !st || st == 'Z' || st == 'X';
 }
@@ -177,7 +148,7 @@ START_TEST(test_owner_death)
             break;
         ck_assert_int_gt(v, 0);
         pids[npids] = (pid_t)v;
-        ck_assert_msg(proc_state(pids[npids], &start[npids]) != 0,
+        ck_assert_msg(tu_proc_state(pids[npids], NULL, &start[npids]) != 0,
                       "pid %ld does not exist", v);
         npids++;
     }
@@ -193,7 +164,8 @@ START_TEST(test_owner_death)
         ck_assert_msg(proc_gone(pids[i], start[i]),
                       "%s: process %d (#%d of '%s') still runs %.1f s after "
                       "its client died (state %c)", modes[_i], (int)pids[i],
-                      i, line, OWNER_DEADLINE, proc_state(pids[i], NULL));
+                      i, line, OWNER_DEADLINE,
+                      tu_proc_state(pids[i], NULL, NULL));
     }
     close(pp[0]);
     ck_assert_int_eq(tu_fd_count(), fds0);
@@ -480,7 +452,7 @@ START_TEST(test_spawn_many)
     ck_assert_int_eq(tu_children_of(tp, kids, 8), 0);
     ck_assert_int_eq(tu_children_of(getpid(), kids, 8), 1);
     ck_assert_int_eq(kids[0], tp);
-    ck_assert_int_ne(proc_state(tp, NULL), 'Z');
+    ck_assert_int_ne(tu_proc_state(tp, NULL, NULL), 'Z');
 
     tfork_free(tpl);
     RUN_UNTIL(loop, tr.exit_called, 30);
@@ -686,7 +658,7 @@ START_TEST(test_reap_after_free)
 
     tfork_free(tpl);
     RUN_UNTIL(loop, !is_child(tp), 30);
-    ck_assert_int_eq(proc_state(tp, NULL), 0);
+    ck_assert_int_eq(tu_proc_state(tp, NULL, NULL), 0);
     tu_finish(loop, fds0);
     tfork__sys.pidfd_open = tfork__sys_pidfd_open;
 }

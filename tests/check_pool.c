@@ -10,13 +10,11 @@
  * so workers that outlive their template land here and are seen; no
  * descendant and no descriptor may be left. */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,13 +66,7 @@ static struct {
     pid_t tpl[POOL_MAXTPL];     /* templates: the library reaps these */
     int ntpl;
     int order;                  /* callbacks so far (completion order) */
-    int in_api;                 /* > 0 inside a tfork_* call of the test */
 } T;
-
-/* Every tfork_pool_* call of the test goes through these, so a callback
- * can tell whether it runs inside one. */
-#define API(x) ({ T.in_api++; __typeof__(x) api_r_ = (x); T.in_api--; api_r_; })
-#define APIV(x) do { T.in_api++; x; T.in_api--; } while (0)
 
 /* One call's result. */
 struct job {
@@ -110,95 +102,13 @@ static void pool_guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ck_abort_msg("%s: the loop still runs after %.0f s", T.what, POOL_GUARD);
 }
 
-static const char *pool_mod(void)
-{
-    static char path[4096];
-    const char *dir = getenv("TFORK_TESTDIR");
-
-    ck_assert_msg(dir != NULL, "TFORK_TESTDIR is not set (run make check)");
-    snprintf(path, sizeof path, "%s/mod_pool.so", dir);
-    return path;
-}
-
-/* The state letter of /proc/pid/stat (0: no such process) and its ppid. */
-static char pool_proc_state(pid_t pid, pid_t *ppid)
-{
-    char path[64], buf[1024], *p;
-    FILE *f;
-    size_t n;
-    char st = 0;
-    int pp = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    f = fopen(path, "re");
-    if (!f)
-        return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    p = strrchr(buf, ')');
-    if (!p || sscanf(p + 1, " %c %d", &st, &pp) != 2)
-        return 0;
-    if (ppid)
-        *ppid = pp;
-    return st;
-}
-
-/* The children of parent, found by scanning /proc. */
-static int pool_children_of(pid_t parent, pid_t *out, char *state, int max)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-
-    ck_assert_ptr_nonnull(d);
-    while ((e = readdir(d)) && n < max) {
-        char *end;
-        long v = strtol(e->d_name, &end, 10);
-        pid_t pp = 0;
-        char st;
-
-        if (*end || v <= 0)
-            continue;
-        st = pool_proc_state((pid_t)v, &pp);
-        if (st && pp == parent) {
-            out[n] = (pid_t)v;
-            if (state)
-                state[n] = st;
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-static int pool_is_tpl(pid_t pid)
-{
-    for (int i = 0; i < T.ntpl; i++)
-        if (T.tpl[i] == pid)
-            return 1;
-    return 0;
-}
-
-/* pid has been reaped (a zombie still answers kill(pid, 0)). */
-static int pool_gone(pid_t pid)
-{
-    errno = 0;
-    return kill(pid, 0) == -1 && errno == ESRCH;
-}
-
 static void pool_begin(int def, const char *what)
 {
     memset(&T, 0, sizeof T);
     T.what = what;
-    T.fds0 = tu_fd_count();
-    ck_assert_int_ge(T.fds0, 3);
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
-    T.loop = def ? ev_default_loop(EVFLAG_AUTO) : ev_loop_new(EVFLAG_AUTO);
-    ck_assert_ptr_nonnull(T.loop);
-    ev_timer_init(&T.guard, pool_guard_cb, POOL_GUARD, 0.);
-    ev_timer_start(T.loop, &T.guard);
-    ev_unref(T.loop);   /* the guard must not keep ev_run alive */
+    T.fds0 = tu_subreaper();
+    T.loop = tu_loop_for(def);
+    tu_guard_start(T.loop, &T.guard, pool_guard_cb, POOL_GUARD);
 }
 
 /* Runs the loop until every descendant is gone (templates are reaped by
@@ -206,40 +116,9 @@ static void pool_begin(int def, const char *what)
  * and no fd may be left. */
 static void pool_end(void)
 {
-    double deadline = tu_now() + POOL_SETTLE;
-    pid_t kids[64];
-    char st[64];
-    int n;
-    siginfo_t si;
-
-    for (;;) {
-        ev_run(T.loop, EVRUN_NOWAIT);
-        n = pool_children_of(getpid(), kids, st, 64);
-        if (n == 0)
-            break;
-        for (int i = 0; i < n; i++)
-            if (st[i] == 'Z' && !pool_is_tpl(kids[i]))
-                waitpid(kids[i], NULL, WNOHANG);
-        if (tu_now() > deadline)
-            break;
-        usleep(5000);
-    }
-    n = pool_children_of(getpid(), kids, st, 64);
-    ck_assert_msg(n == 0, "%s: %d child(ren) left behind, first pid %d "
-                  "state %c%s", T.what, n, n > 0 ? (int)kids[0] : 0,
-                  n > 0 ? st[0] : '-', n > 0 && pool_is_tpl(kids[0]) ?
-                  " (a template)" : "");
-    memset(&si, 0, sizeof si);
-    errno = 0;
-    ck_assert_msg(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-                  errno == ECHILD, "%s: waitid still sees child %d",
-                  T.what, (int)si.si_pid);
-    ev_ref(T.loop);
-    ev_timer_stop(T.loop, &T.guard);
-    ev_loop_destroy(T.loop);
+    tu_settle(T.loop, POOL_SETTLE, T.tpl, T.ntpl, NULL, T.what);
+    tu_close_loop(T.loop, &T.guard, T.fds0, T.what);
     T.loop = NULL;
-    ck_assert_msg(tu_fd_count() == T.fds0, "%s: %d fds open, %d at the "
-                  "start", T.what, tu_fd_count(), T.fds0);
 }
 
 static void pool_add_tpl(pid_t pid)
@@ -255,7 +134,7 @@ static tfork *pool_tpl(pid_t *pid)
     tfork *t = tfork_new_exec(T.loop);
 
     ck_assert_msg(t != NULL, "tfork_new_exec: %s", strerror(errno));
-    ck_assert_int_eq(tfork_require(t, pool_mod()), 0);
+    ck_assert_int_eq(tfork_require(t, tu_testdir("mod_pool.so")), 0);
     pool_add_tpl(tfork_pid(t));
     if (pid)
         *pid = tfork_pid(t);
@@ -267,7 +146,7 @@ static void pool_destroy_cb(tfork_pool *pool, void *data)
     struct pend *d = data;
 
     d->called++;
-    d->inside += T.in_api > 0;
+    d->inside += tu_in_api > 0;
     d->order = ++T.order;
     d->pool = pool;
 }
@@ -309,7 +188,7 @@ static void pool_job_cb(int err, const char *msg, int n,
     struct job *j = data;
 
     j->called++;
-    j->inside += T.in_api > 0;
+    j->inside += tu_in_api > 0;
     j->order = ++T.order;
     j->err = err;
     snprintf(j->msg, sizeof j->msg, "%s", msg ? msg : "(null)");
@@ -387,7 +266,7 @@ static int pool_all(const struct job *j, int n)
 /* Runs the loop until pid is reaped; fails after secs. */
 static void pool_wait_gone(pid_t pid, double secs)
 {
-    RUN_UNTIL(T.loop, pool_gone(pid), secs);
+    RUN_UNTIL(T.loop, tu_gone(pid), secs);
 }
 
 /* ================================================================ ports */
@@ -610,7 +489,7 @@ static void pool_map_cb(int n, const tfork_pool_result *res, void *data)
     struct mapres *m = data;
 
     m->called++;
-    m->inside += T.in_api > 0;
+    m->inside += tu_in_api > 0;
     m->n = n;
     for (int i = 0; i < n && i < 8; i++) {
         m->err[i] = res[i].err;
@@ -677,7 +556,7 @@ static void pool_each_cb(int index, const tfork_pool_result *res, void *data)
 
     ck_assert(index >= 0 && index < 8);
     s->each[index]++;
-    s->inside += T.in_api > 0;
+    s->inside += tu_in_api > 0;
     s->order[index] = ++T.order;
     s->err[index] = res->err;
     snprintf(s->tag[index], sizeof s->tag[index], "%s",
@@ -689,7 +568,7 @@ static void pool_end_cb(void *data)
     struct streamres *s = data;
 
     s->ends++;
-    s->inside += T.in_api > 0;
+    s->inside += tu_in_api > 0;
     s->end_order = ++T.order;
 }
 
@@ -1336,12 +1215,12 @@ START_TEST(test_evrun_idle)
     ck_assert_msg(!fired, "ev_run did not return with idle workers only");
     ck_assert_int_eq(tfork_pool_workers(pool), 2);
     dl = tu_now() + 5.;
-    while ((n = pool_children_of(tp, kids, NULL, 8)) != 2 && tu_now() < dl)
+    while ((n = tu_scan_children(tp, kids, NULL, 8)) != 2 && tu_now() < dl)
         usleep(10000);
     ck_assert_msg(n == 2, "the template has %d children, not the 2 idle "
                   "workers", n);
     for (int i = 0; i < n; i++)
-        ck_assert_int_eq(pool_gone(kids[i]), 0);
+        ck_assert_int_eq(tu_gone(kids[i]), 0);
     pool_close(pool, &d);
     pool_end();
 }

@@ -15,7 +15,6 @@
  * is a child subreaper, so any process of the tree that outlives its
  * parent lands here and is seen. */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -26,10 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <ev.h>
 
@@ -44,8 +41,6 @@
 #define RB_KEEP 16              /* reply parts a call record copies */
 #define RB_MAXTPL 8
 #define MiB (1024u * 1024u)
-
-#define RB_FNV0 14695981039346656037ull
 
 /* ---------------------------------------------------------------- what
  * copies of this program run (static: found only through TFORK_EXPORT) */
@@ -126,13 +121,6 @@ TFORK_EXPORT(rpc_self_async);
 
 /* ---------------------------------------------------------------- state */
 
-static int in_api;      /* > 0 while a tfork_* call of the test runs */
-
-/* Every tfork_* call the test makes goes through these, so a callback can
- * tell whether it was called from inside one. */
-#define API(x) ({ in_api++; __typeof__(x) api_r_ = (x); in_api--; api_r_; })
-#define APIV(x) do { in_api++; x; in_api--; } while (0)
-
 static struct {
     struct ev_loop *loop;
     int fds0;                   /* open fds when the test began */
@@ -172,80 +160,9 @@ static void rb_guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
                  RB_GUARD, T.log);
 }
 
-static const char *rb_testdir(const char *name)
-{
-    static char path[2][4096];
-    static int k;
-    const char *dir = getenv("TFORK_TESTDIR");
-
-    ck_assert_msg(dir != NULL, "TFORK_TESTDIR is not set (run make check)");
-    k ^= 1;
-    snprintf(path[k], sizeof path[k], "%s/%s", dir, name);
-    return path[k];
-}
-
 static const char *rb_mod(void)
 {
-    return rb_testdir("mod_rpc.so");
-}
-
-/* The state letter of /proc/pid/stat (0: no such process) and its ppid. */
-static char rb_proc_state(pid_t pid, pid_t *ppid)
-{
-    char path[64], buf[1024], *p;
-    FILE *f;
-    size_t n;
-    char st = 0;
-    int pp = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    f = fopen(path, "re");
-    if (!f)
-        return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    p = strrchr(buf, ')');
-    if (!p || sscanf(p + 1, " %c %d", &st, &pp) != 2)
-        return 0;
-    if (ppid)
-        *ppid = pp;
-    return st;
-}
-
-/* Our children, found by scanning /proc. */
-static int rb_children(pid_t *out, char *state, int max)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t me = getpid();
-    int n = 0;
-
-    ck_assert_ptr_nonnull(d);
-    while ((e = readdir(d)) && n < max) {
-        char *end;
-        long v = strtol(e->d_name, &end, 10);
-        pid_t pp = 0;
-        char st;
-
-        if (*end || v <= 0)
-            continue;
-        st = rb_proc_state((pid_t)v, &pp);
-        if (st && pp == me) {
-            out[n] = (pid_t)v;
-            state[n++] = st;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-static int rb_is_tpl(pid_t pid)
-{
-    for (int i = 0; i < T.ntpl; i++)
-        if (T.tpl[i] == pid)
-            return 1;
-    return 0;
+    return tu_testdir("mod_rpc.so");
 }
 
 /* pid runs the tfork-serve of the build tree (the default template). */
@@ -265,25 +182,26 @@ static int rb_is_serve(pid_t pid)
     return strcmp(exe, want) == 0;
 }
 
+/* A child rb_end leaves: the default template, running (T.deftpl). */
+static int rb_keep(pid_t pid, char state)
+{
+    return state != 'Z' && rb_is_serve(pid);
+}
+
 static void rb_begin(int def, const char *what)
 {
     memset(&T, 0, sizeof T);
     T.what = what;
-    T.fds0 = tu_fd_count();
-    ck_assert_int_ge(T.fds0, 3);
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
-    T.loop = def ? ev_default_loop(EVFLAG_AUTO) : ev_loop_new(EVFLAG_AUTO);
-    ck_assert_ptr_nonnull(T.loop);
+    T.fds0 = tu_subreaper();
+    T.loop = tu_loop_for(def);
     T.fds_loop = tu_fd_count();
-    ev_timer_init(&T.guard, rb_guard_cb, RB_GUARD, 0.);
-    ev_timer_start(T.loop, &T.guard);
-    ev_unref(T.loop);   /* the guard must not keep ev_run alive */
+    tu_guard_start(T.loop, &T.guard, rb_guard_cb, RB_GUARD);
 }
 
 /* Runs the loop until nothing keeps it alive. */
 static void rb_loop(void)
 {
-    ck_assert_int_eq(in_api, 0);
+    ck_assert_int_eq(tu_in_api, 0);
     ev_run(T.loop, 0);
 }
 
@@ -292,58 +210,18 @@ static void rb_loop(void)
  * on us by us.  Then no child, no fd may be left. */
 static void rb_end(void)
 {
-    double deadline = tu_now() + RB_SETTLE;
-    pid_t kids[64];
-    char st[64];
-    int n, keep = 0;
-    siginfo_t si;
-
-    for (;;) {
-        ev_run(T.loop, EVRUN_NOWAIT);
-        n = rb_children(kids, st, 64);
-        keep = 0;
-        for (int i = 0; i < n; i++) {
-            if (T.deftpl && st[i] != 'Z' && rb_is_serve(kids[i]))
-                keep++;
-            else if (st[i] == 'Z' && !rb_is_tpl(kids[i]))
-                waitpid(kids[i], NULL, WNOHANG);
-        }
-        if (n == keep || tu_now() > deadline)
-            break;
-        usleep(5000);
-    }
-    n = rb_children(kids, st, 64);
-    ck_assert_msg(n == keep && keep <= 1, "%s: %d child(ren) left behind, "
-                  "first pid %d state %c%s", T.what, n - keep,
-                  n > 0 ? (int)kids[0] : 0, n > 0 ? st[0] : '-',
-                  n > 0 && rb_is_tpl(kids[0]) ? " (a template)" : "");
-    if (keep) {
+    if (tu_settle(T.loop, RB_SETTLE, T.tpl, T.ntpl, T.deftpl ? rb_keep : NULL,
+                  T.what)) {
         /* the default template belongs to the library and lives on with
          * its socket: that and nothing else remains */
         ck_assert_msg(tu_fd_count() == T.fds_loop + 1, "%s: %d fds open, "
                       "%d with the loop and the default template", T.what,
                       tu_fd_count(), T.fds_loop + 1);
-        ev_ref(T.loop);
-        ev_timer_stop(T.loop, &T.guard);
+        tu_guard_stop(T.loop, &T.guard);
         return;
     }
-    memset(&si, 0, sizeof si);
-    errno = 0;
-    ck_assert_msg(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-                  errno == ECHILD, "%s: waitid still sees child %d",
-                  T.what, (int)si.si_pid);
-    ev_ref(T.loop);
-    ev_timer_stop(T.loop, &T.guard);
-    ev_loop_destroy(T.loop);
+    tu_close_loop(T.loop, &T.guard, T.fds0, T.what);
     T.loop = NULL;
-    ck_assert_msg(tu_fd_count() == T.fds0, "%s: %d fds open, %d at the "
-                  "start", T.what, tu_fd_count(), T.fds0);
-}
-
-/* pid is gone for good (kill fails with ESRCH): reaped, not a zombie. */
-static int rb_gone(pid_t pid)
-{
-    return kill(pid, 0) < 0 && errno == ESRCH;
 }
 
 /* ---------------------------------------------------------------- an rpc
@@ -394,7 +272,7 @@ static void rb_on_event(tfork_rpc *r, int n, const struct iovec *ev,
 
     ck_assert_msg(r == x->r, "%s: on_event for another handle", T.what);
     x->events++;
-    x->ev_inside += in_api > 0;
+    x->ev_inside += tu_in_api > 0;
     T.seq++;
     line[0] = 0;
     for (int i = 0; i < n; i++) {
@@ -438,7 +316,7 @@ static void rb_on_error(tfork_rpc *r, int err, const char *msg, void *data)
     ck_assert_msg(r == x->r, "%s: on_error for another handle", T.what);
     ck_assert_ptr_nonnull(msg);
     x->errors++;
-    x->err_inside += in_api > 0;
+    x->err_inside += tu_in_api > 0;
     x->err = err;
     x->err_iter = ev_iteration(T.loop);
     x->err_seq = T.seq++;
@@ -456,7 +334,7 @@ static void rb_on_destroy(tfork_rpc *r, void *data)
 
     ck_assert_msg(r == x->r, "%s: on_destroy for another handle", T.what);
     x->destroys++;
-    x->destroy_inside += in_api > 0;
+    x->destroy_inside += tu_in_api > 0;
     x->destroy_seq = T.seq++;
     rb_logf("destroy\n");
 }
@@ -469,7 +347,7 @@ static void rb_cb(int err, const char *msg, int n, const struct iovec *res,
     ck_assert_msg(c->calls == 0, "%s: call %d: a second callback (err %d)",
                   T.what, c->id, err);
     c->calls++;
-    c->inside += in_api > 0;
+    c->inside += tu_in_api > 0;
     c->err = err;
     c->n = n;
     c->seq = T.seq++;
@@ -707,29 +585,6 @@ static void rb_exited0(const struct rb_exit *e)
     ck_assert_msg(WIFEXITED(e->status) && WEXITSTATUS(e->status) == 0,
                   "%s: the rpc child ended with status %#x", T.what,
                   e->status);
-}
-
-static uint64_t rb_fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-/* The same as mod_rpc_pattern in tests/mod_rpc.c. */
-static void rb_pattern(unsigned char *b, size_t n, uint64_t x)
-{
-    for (size_t i = 0; i < n; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        for (size_t k = 0; k < 8 && i + k < n; k++)
-            b[i + k] = (unsigned char)(x >> (8 * k));
-    }
 }
 
 /* ================================================================ basic */
@@ -1009,7 +864,7 @@ START_TEST(test_destroy_after_calls)
     rb_exited0(&e);
     ck_assert_int_eq(e.pid, pid);
     /* the template reaped it: no such process any more */
-    RUN_UNTIL(T.loop, rb_gone(pid), 10.);
+    RUN_UNTIL(T.loop, tu_gone(pid), 10.);
     for (int i = 0; i < 3; i++)
         rb_call_done(&c[i]);
     rb_end();
@@ -1028,7 +883,7 @@ START_TEST(test_destroy_idle)
     rb_free_clean(&x);
     ck_assert_str_eq(T.log, "destroy\n");
     rb_exited0(&e);
-    RUN_UNTIL(T.loop, rb_gone(e.pid), 10.);
+    RUN_UNTIL(T.loop, tu_gone(e.pid), 10.);
     rb_end();
 }
 END_TEST
@@ -1235,7 +1090,7 @@ START_TEST(test_never_started)
         double dl = tu_now() + RB_WAIT;
 
         ck_assert_int_eq(kill(tfork_pid(t), SIGKILL), 0);
-        while (rb_proc_state(tfork_pid(t), NULL) != 'Z') {
+        while (tu_proc_state(tfork_pid(t), NULL, NULL) != 'Z') {
             ck_assert_msg(tu_now() < dl, "%s: the template does not die",
                           T.what);
             usleep(1000);
@@ -1325,10 +1180,10 @@ START_TEST(test_big)
     ck_assert_ptr_nonnull(arg);
     ck_assert_ptr_nonnull(want);
     rb_begin(0, "big");
-    rb_pattern(arg, size, 0xabcdef);
-    rb_pattern(want, size, 0x5eed);
+    tu_pattern(arg, size, 0xabcdef);
+    tu_pattern(want, size, 0x5eed);
     snprintf(head, sizeof head, "%zu %016llx", size,
-             (unsigned long long)rb_fnv(RB_FNV0, arg, size));
+             (unsigned long long)tu_fnv(TU_FNV0, arg, size));
     memset(&big, 0, sizeof big);
     ev_timer_init(&big.tick, big_tick_cb, 0.001, 0.001);
     ev_timer_start(T.loop, &big.tick);
@@ -1386,7 +1241,7 @@ static void bulk_cb(int err, const char *msg, int n, const struct iovec *res,
     snprintf(want, sizeof want, "call %d", id);
     wl = strlen(want);
     bulk.done++;
-    if (in_api && !bulk.bad++)
+    if (tu_in_api && !bulk.bad++)
         snprintf(bulk.why, sizeof bulk.why, "call %d: inside a tfork call",
                  id);
     if (!bulk.async && id != bulk.next && !bulk.bad++)
@@ -1489,7 +1344,7 @@ START_TEST(test_bad_input)
     struct iovec *many = calloc(TFORK_RPC_PARTS_MAX + 1, sizeof *many);
     struct iovec v[9], one = { (void *)"x", 1 };
     char want[96];
-    uint64_t h = RB_FNV0;
+    uint64_t h = TU_FNV0;
     tfork_rpc *r;
 
     ck_assert_ptr_nonnull(shared);
@@ -1536,17 +1391,17 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(tfork_rpc_pending(r), 3);
     rb_free_clean(&x);
     for (int i = 0; i < 8; i++)
-        h = rb_fnv(h, shared, each);
+        h = tu_fnv(h, shared, each);
     snprintf(want, sizeof want, "8 %u %016llx", TFORK_RPC_MAX,
              (unsigned long long)h);
     rb_ok1(&c[0], want);
-    h = RB_FNV0;
+    h = TU_FNV0;
     for (unsigned i = 0; i < TFORK_RPC_PARTS_MAX; i++)
-        h = rb_fnv(h, shared, 1);
+        h = tu_fnv(h, shared, 1);
     snprintf(want, sizeof want, "%u %u %016llx", TFORK_RPC_PARTS_MAX,
              TFORK_RPC_PARTS_MAX, (unsigned long long)h);
     rb_ok1(&c[1], want);
-    snprintf(want, sizeof want, "0 0 %016llx", RB_FNV0);
+    snprintf(want, sizeof want, "0 0 %016llx", TU_FNV0);
     rb_ok1(&c[2], want);
     ck_assert_int_eq(bad_called, 0);
     rb_exited0(&e);
@@ -1573,7 +1428,7 @@ START_TEST(test_child_caps)
 
     ck_assert_ptr_nonnull(want);
     rb_begin(0, "child_caps");
-    rb_pattern(want, each, 0x1234);
+    tu_pattern(want, each, 0x1234);
     rb_start("mod_rpc_do", async, NULL, &x, &e);
     rb_calls(&x, &c[0], 0, "caps", NULL);
     rb_calls(&x, &c[1], 1, "maxreply", NULL);
@@ -1606,7 +1461,7 @@ static void plain_run_cb(tfork *p, int fd, int err, void *data)
     struct plain_run *r = data;
 
     r->calls++;
-    r->inside += in_api > 0;
+    r->inside += tu_in_api > 0;
     r->err = err;
     snprintf(r->msg, sizeof r->msg, "%s", tfork_errmsg(p));
     if (fd >= 0)
@@ -1866,7 +1721,7 @@ START_TEST(test_evrun)
     rb_free_clean(&x);
     /* on_destroy means the child closed its end; its template, still
      * here, reaps it once it exited */
-    RUN_UNTIL(T.loop, rb_gone(pid), 10.);
+    RUN_UNTIL(T.loop, tu_gone(pid), 10.);
     APIV(tfork_free(t));
     rb_loop();
     for (int i = 0; i < 3; i++)

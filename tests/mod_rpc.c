@@ -1,7 +1,8 @@
 /* mod_rpc.c: the module tests/check_rpc.c loads into tfork-serve children:
  * RPC functions for sync and async children, init functions and a plain
  * run function.  It links neither libtfork nor libev: tfork-serve exports
- * the child-side API and libev. */
+ * the child-side API and libev.  Of testutil.h it uses only the static
+ * inline tu_fnv and tu_pattern (the bytes check_rpc.c checks). */
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 
 #include "tfork.h"
 #include "tfork/rpc.h"
+#include "testutil.h"
 
 #define MOD_RPC_INIT_MAX 16     /* init args kept for "initargs" */
 
@@ -28,32 +30,6 @@ static struct {
     char *buf[MOD_RPC_INIT_MAX];        /* copies (NULL: an fd) */
     size_t len[MOD_RPC_INIT_MAX];
 } mod_rpc_init_seen;
-
-static uint64_t mod_rpc_fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-#define MOD_RPC_FNV0 14695981039346656037ull
-
-/* The bytes check_rpc.c expects for a "big" reply: xorshift64 from seed,
- * 8 bytes at a time, little end first (the same code is in check_rpc.c). */
-static void mod_rpc_pattern(unsigned char *b, size_t n, uint64_t x)
-{
-    for (size_t i = 0; i < n; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        for (size_t k = 0; k < 8 && i + k < n; k++)
-            b[i + k] = (unsigned char)(x >> (8 * k));
-    }
-}
 
 static int mod_rpc_reply1(tfork_rpc_req *req, const char *s)
 {
@@ -110,14 +86,14 @@ TFORK_EXPORT(mod_rpc_echo);
 int mod_rpc_len(tfork_rpc_req *req, int n, const struct iovec *a);
 int mod_rpc_len(tfork_rpc_req *req, int n, const struct iovec *a)
 {
-    uint64_t h = MOD_RPC_FNV0;
+    uint64_t h = TU_FNV0;
     size_t total = 0;
     char out[96];
 
     if (!mod_rpc_nul_ok(req, n, a))
         return 0;
     for (int i = 0; i < n; i++) {
-        h = mod_rpc_fnv(h, a[i].iov_base, a[i].iov_len);
+        h = tu_fnv(h, a[i].iov_base, a[i].iov_len);
         total += a[i].iov_len;
     }
     snprintf(out, sizeof out, "%d %zu %016llx", n, total,
@@ -253,7 +229,7 @@ static void mod_rpc_die(const struct iovec *how)
 }
 
 /* "big" data size seed: event "got", then the reply
- * ["<len> <fnv64 of data>", <size> bytes of mod_rpc_pattern(seed)]. */
+ * ["<len> <fnv64 of data>", <size> bytes of tu_pattern(seed)]. */
 static int mod_rpc_big(tfork_rpc_req *req, int n, const struct iovec *a)
 {
     struct iovec out[2];
@@ -270,12 +246,12 @@ static int mod_rpc_big(tfork_rpc_req *req, int n, const struct iovec *a)
     size = (size_t)strtoull(a[2].iov_base, NULL, 10);
     seed = strtoull(a[3].iov_base, NULL, 16);
     snprintf(head, sizeof head, "%zu %016llx", a[1].iov_len,
-             (unsigned long long)mod_rpc_fnv(MOD_RPC_FNV0, a[1].iov_base,
+             (unsigned long long)tu_fnv(TU_FNV0, a[1].iov_base,
                                              a[1].iov_len));
     b = malloc(size ? size : 1);
     if (!b)
         return ENOMEM;
-    mod_rpc_pattern(b, size, seed);
+    tu_pattern(b, size, seed);
     out[0].iov_base = head;
     out[0].iov_len = strlen(head);
     out[1].iov_base = b;
@@ -327,7 +303,7 @@ static int mod_rpc_maxreply(tfork_rpc_req *req)
 
     if (!b)
         return ENOMEM;
-    mod_rpc_pattern(b, each, 0x1234);
+    tu_pattern(b, each, 0x1234);
     for (int i = 0; i < 8; i++) {
         v[i].iov_base = b;
         v[i].iov_len = each;

@@ -4,15 +4,19 @@
 #include <errno.h>
 #include <ev.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tfork.h"
 #include "testutil.h"
+
+int tu_in_api;
 
 double tu_now(void)
 {
@@ -80,6 +84,88 @@ int tu_children_of(pid_t pid, pid_t *out, int max)
     return n;
 }
 
+char tu_proc_state(pid_t pid, pid_t *ppid, unsigned long long *start)
+{
+    char path[64], buf[1024], *p;
+    FILE *f;
+    size_t n;
+    char st = 0;
+    int pp = 0;
+    unsigned long long t = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    p = strrchr(buf, ')');
+    /* after ")": state, ppid, ..., starttime is the 22nd field */
+    if (!p || sscanf(p + 1, " %c %d %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+                     "%*s %*s %*s %*s %*s %*s %*s %llu", &st, &pp, &t) != 3)
+        return 0;
+    if (ppid)
+        *ppid = pp;
+    if (start)
+        *start = t;
+    return st;
+}
+
+int tu_scan_children(pid_t parent, pid_t *out, char *state, int max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) && n < max) {
+        char *end;
+        long v = strtol(e->d_name, &end, 10);
+        pid_t pp = 0;
+        char st;
+
+        if (*end || v <= 0)
+            continue;
+        st = tu_proc_state((pid_t)v, &pp, NULL);
+        if (st && pp == parent) {
+            out[n] = (pid_t)v;
+            if (state)
+                state[n] = st;
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+int tu_gone(pid_t pid)
+{
+    errno = 0;
+    return kill(pid, 0) == -1 && errno == ESRCH;
+}
+
+const char *tu_testdir(const char *name)
+{
+    static char path[2][4096];
+    static int k;
+    const char *dir = getenv("TFORK_TESTDIR");
+
+    ck_assert_msg(dir != NULL, "TFORK_TESTDIR is not set (run make check)");
+    k ^= 1;
+    snprintf(path[k], sizeof path[k], "%s/%s", dir, name);
+    return path[k];
+}
+
+int tu_subreaper(void)
+{
+    int fds = tu_fd_count();
+
+    ck_assert_int_ge(fds, 3);
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+    return fds;
+}
+
 void tu_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -100,6 +186,77 @@ struct ev_loop *tu_loop_for(int i)
 
     ck_assert_ptr_nonnull(loop);
     return loop;
+}
+
+void tu_guard_start(struct ev_loop *loop, ev_timer *guard,
+                    void (*cb)(struct ev_loop *, ev_timer *, int),
+                    double secs)
+{
+    ev_timer_init(guard, cb, secs, 0.);
+    ev_timer_start(loop, guard);
+    ev_unref(loop);
+}
+
+void tu_guard_stop(struct ev_loop *loop, ev_timer *guard)
+{
+    ev_ref(loop);
+    ev_timer_stop(loop, guard);
+}
+
+static int tu_pid_in(pid_t pid, const pid_t *set, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (set[i] == pid)
+            return 1;
+    return 0;
+}
+
+int tu_settle(struct ev_loop *loop, double secs, const pid_t *tpl, int ntpl,
+              int (*keep)(pid_t pid, char state), const char *what)
+{
+    double deadline = tu_now() + secs;
+    pid_t kids[64];
+    char st[64];
+    int n, kept = 0;
+    siginfo_t si;
+
+    for (;;) {
+        ev_run(loop, EVRUN_NOWAIT);
+        n = tu_scan_children(getpid(), kids, st, 64);
+        kept = 0;
+        for (int i = 0; i < n; i++) {
+            if (keep && keep(kids[i], st[i]))
+                kept++;
+            else if (st[i] == 'Z' && !tu_pid_in(kids[i], tpl, ntpl))
+                waitpid(kids[i], NULL, WNOHANG);
+        }
+        if (n == kept || tu_now() > deadline)
+            break;
+        usleep(5000);
+    }
+    n = tu_scan_children(getpid(), kids, st, 64);
+    ck_assert_msg(n == kept && kept <= 1, "%s: %d child(ren) left behind, "
+                  "first pid %d state %c%s", what, n - kept,
+                  n > 0 ? (int)kids[0] : 0, n > 0 ? st[0] : '-',
+                  n > 0 && tu_pid_in(kids[0], tpl, ntpl) ? " (a template)" :
+                  "");
+    if (kept)
+        return kept;
+    memset(&si, 0, sizeof si);
+    errno = 0;
+    ck_assert_msg(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
+                  errno == ECHILD, "%s: waitid still sees child %d", what,
+                  (int)si.si_pid);
+    return 0;
+}
+
+void tu_close_loop(struct ev_loop *loop, ev_timer *guard, int fds0,
+                   const char *what)
+{
+    tu_guard_stop(loop, guard);
+    ev_loop_destroy(loop);
+    ck_assert_msg(tu_fd_count() == fds0, "%s: %d fds open, %d at the start",
+                  what, tu_fd_count(), fds0);
 }
 
 void tu_loop_drains(struct ev_loop *loop)
