@@ -6,7 +6,10 @@
 #   make check      build and run the Check suites (tests/check_*.c)
 #   make demo       run examples/demo.sh, else the programs in $(DEMOS)
 #   make bench      run bench/run.sh
-#   make install    DESTDIR/prefix aware; also uninstall
+#   make install    DESTDIR and PREFIX aware; also uninstall
+#   make installcheck  install into a temporary prefix, build every example
+#                   there with pkg-config alone, run them
+#   make dist       tfork-VERSION.tar.gz; make distcheck builds and tests it
 #   make clean / distclean / maintainer-clean
 #   V=1             show full compiler command lines
 #   TESTS=...       `make check TESTS=tests/check_proto` runs only those
@@ -25,9 +28,18 @@ endif
 # clean targets: a placeholder that keeps the rules below well-formed.
 VERSION ?= 0.0.0-unconfigured
 
+# `make install PREFIX=/opt/tfork` installs under another prefix than
+# ./configure's; the library is rebuilt to find tfork-serve there.
+ifdef PREFIX
+prefix := $(PREFIX)
+exec_prefix := $(PREFIX)
+endif
+
 # ---------------------------------------------------------------- flags
 WARN_CFLAGS   = -Wall -Wextra -Wstrict-prototypes -Wwrite-strings $(WERROR)
-BASE_CPPFLAGS = -D_GNU_SOURCE -Iinclude -Isrc -I. -include config.h
+# Where the library looks for tfork-serve: libexecdir as make sees it.
+BASE_CPPFLAGS = -D_GNU_SOURCE -Iinclude -Isrc -I. -include config.h \
+                -DTFORK_LIBEXECDIR='"$(libexecdir)"'
 ALL_CPPFLAGS  = $(BASE_CPPFLAGS) $(EV_CFLAGS) $(CPPFLAGS)
 DEPFLAGS      = -MMD -MP
 # Library objects: one set serves libtfork.so, libtfork.a and tfork-serve.
@@ -82,8 +94,8 @@ BUILD_FLAGS = $(CC) | $(ALL_CPPFLAGS) | $(LIB_CFLAGS) | $(PROG_CFLAGS) | \
               $(LDFLAGS) | $(EV_LIBS) | $(CHECK_CFLAGS) $(CHECK_LIBS) | $(LIBS)
 
 # ---------------------------------------------------------------- build
-.PHONY: all check demo bench install uninstall clean distclean \
-        maintainer-clean FORCE
+.PHONY: all check check-man demo bench install installcheck uninstall \
+        dist distcheck clean distclean maintainer-clean FORCE
 
 all: $(LIBS_OUT) tfork-serve $(EXAMPLES)
 
@@ -156,7 +168,7 @@ check:
 else
 # Runs every suite even when one fails; each suite's output goes to
 # tests/check_X.log and is shown; the last line sums Check's summaries.
-check: $(LIBS_OUT) tfork-serve $(MOD_LIBS) $(PROG_BINS) $(TESTS)
+check: check-man $(LIBS_OUT) tfork-serve $(MOD_LIBS) $(PROG_BINS) $(TESTS)
 	@passed=0; failed=0; badsuites=; \
 	for t in $(TESTS); do \
 	  case $$t in /*) cmd=$$t ;; *) cmd=./$$t ;; esac; \
@@ -184,6 +196,33 @@ check: $(LIBS_OUT) tfork-serve $(MOD_LIBS) $(PROG_BINS) $(TESTS)
 	[ -z "$$badsuites" ] && [ $$failed -eq 0 ]
 endif
 
+# The man pages: each page lints clean (mandoc -T lint, else groff -ww);
+# each .so stub names a page that exists; every symbol libtfork exports
+# has a page under its own name; tfork(3) and tfork-serve(1) exist.
+MAN_PAGES = $(wildcard man/*.[1-9])
+check-man: $(SOLIB)
+	@bad=0; n=0; \
+	if command -v mandoc >/dev/null 2>&1; then lint='mandoc -T lint -W warning'; \
+	elif command -v groff >/dev/null 2>&1; then lint='groff -man -ww -z'; \
+	else echo "make check: neither mandoc nor groff is installed to lint the man" \
+	  "pages (Debian: apt-get install mandoc)" >&2; exit 1; fi; \
+	for f in $(MAN_PAGES); do \
+	  n=$$((n + 1)); first=$$(head -n 1 "$$f"); \
+	  case $$first in \
+	  .so\ *) t=man/$${first##*/}; \
+	    [ -f "$$t" ] || { echo "$$f: .so names $$t, which does not exist"; bad=1; } ;; \
+	  *) out=$$($$lint "$$f" 2>&1) || true; \
+	    [ -z "$$out" ] || { echo "$$out"; bad=1; } ;; \
+	  esac; \
+	done; \
+	for sym in $$(nm -D --defined-only $(SOLIB) | awk '$$2 ~ /^[TDBRW]$$/ { print $$3 }'); do \
+	  [ -f "man/$$sym.3" ] || { echo "man/$$sym.3: missing (exported by libtfork)"; bad=1; }; \
+	done; \
+	for f in man/tfork.3 man/tfork-serve.1; do \
+	  [ -f "$$f" ] || { echo "$$f: missing"; bad=1; }; done; \
+	[ $$bad -eq 0 ] || { echo "make check: the man pages need fixing (above)" >&2; exit 1; }; \
+	echo "== man pages: $$n linted or resolved, every exported symbol has one"
+
 # ---------------------------------------------------------------- run
 demo: all
 	@if [ -f examples/demo.sh ]; then \
@@ -210,16 +249,19 @@ bench: all $(BENCHES)
 	fi
 
 # ---------------------------------------------------------------- install
-tfork.pc: config.mk
+# libev has no .pc file: its flags go into ours, as every program using
+# tfork runs a libev loop.
+tfork.pc: config.mk .build-flags
 	$(Q)printf '%s\n' \
 	  'prefix=$(prefix)' 'exec_prefix=$(exec_prefix)' \
-	  'libdir=$(libdir)' 'includedir=$(includedir)' '' \
+	  'libdir=$(libdir)' 'includedir=$(includedir)' \
+	  'libexecdir=$(libexecdir)' '' \
 	  'Name: tfork' \
 	  'Description: spawn pre-initialised processes from a small template' \
 	  'Version: $(VERSION)' \
-	  'Libs: -L$${libdir} -ltfork' \
-	  'Libs.private: $(EV_LIBS) -ldl' \
-	  'Cflags: -I$${includedir}' > $@
+	  'Libs: -L$${libdir} -ltfork $(EV_LIBS)' \
+	  'Libs.private: -ldl' \
+	  'Cflags: -I$${includedir} $(EV_CFLAGS)' > $@
 
 install: all tfork.pc
 	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir)/pkgconfig \
@@ -238,6 +280,35 @@ install: all tfork.pc
 	  s=$${f##*.}; install -d $(DESTDIR)$(mandir)/man$$s && \
 	  install -m 644 $$f $(DESTDIR)$(mandir)/man$$s/ || exit 1; done
 
+# Installs into a temporary prefix, builds every example there with only
+# `pkg-config --cflags --libs tfork`, runs them (examples/demo.sh) with no
+# TFORK_SERVE set, then uninstalls and checks that nothing is left.
+installcheck:
+	@set -e; tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/tfork-installcheck.XXXXXX"); \
+	trap 'rm -rf "$$tmp"' EXIT; pre=$$tmp/prefix; \
+	echo "== make install PREFIX=$$pre"; \
+	$(MAKE) --no-print-directory install PREFIX="$$pre" >"$$tmp/log" 2>&1 \
+	  || { cat "$$tmp/log"; exit 1; }; \
+	export PKG_CONFIG_PATH="$$pre/lib/pkgconfig"; \
+	flags=$$(pkg-config --cflags --libs tfork); \
+	echo "== pkg-config --cflags --libs tfork: $$flags"; \
+	test "$$(pkg-config --modversion tfork)" = "$(VERSION)"; \
+	test -x "$$pre/libexec/tfork-serve"; \
+	test "$$(readlink "$$pre/lib/$(SONAME)")" = "$(SOLIB)"; \
+	mkdir "$$tmp/examples"; \
+	for src in examples/*.c; do \
+	  n=$${src##*/}; n=$${n%.c}; echo "== cc $$src"; \
+	  $(CC) $(CFLAGS) -o "$$tmp/examples/$$n" "$$src" $$flags; \
+	done; \
+	env -u TFORK_SERVE LD_LIBRARY_PATH="$$pre/lib" \
+	  TFORK_DEMO_BIN="$$tmp/examples" bash examples/demo.sh; \
+	echo "== make uninstall PREFIX=$$pre"; \
+	$(MAKE) --no-print-directory uninstall PREFIX="$$pre" >"$$tmp/log" 2>&1 \
+	  || { cat "$$tmp/log"; exit 1; }; \
+	left=$$(find "$$pre" -type f -o -type l); \
+	if [ -n "$$left" ]; then echo "left after uninstall:"; echo "$$left"; exit 1; fi; \
+	echo "installcheck: installed, built with pkg-config, ran, uninstalled"
+
 uninstall:
 	rm -f $(DESTDIR)$(includedir)/tfork.h $(DESTDIR)$(libdir)/$(SOLIB) \
 	  $(DESTDIR)$(libdir)/$(SONAME) $(DESTDIR)$(libdir)/libtfork.so \
@@ -247,10 +318,36 @@ uninstall:
 	for f in $(wildcard man/*.[1-9]); do \
 	  rm -f $(DESTDIR)$(mandir)/man$${f##*.}/$${f##*/}; done
 
+# ---------------------------------------------------------------- dist
+# The tarball holds the files git tracks (as they are in the work tree)
+# plus configure and config.h.in, so building it needs no autoconf.
+DIST_NAME = tfork-$(VERSION)
+dist: configure
+	@set -e; test -d .git || { echo "make dist: needs a git checkout" >&2; exit 1; }; \
+	rm -rf $(DIST_NAME) $(DIST_NAME).tar.gz; mkdir $(DIST_NAME); \
+	git ls-files -z | xargs -0 cp -p --parents -t $(DIST_NAME); \
+	cp -p configure config.h.in $(DIST_NAME)/; \
+	tar -czf $(DIST_NAME).tar.gz $(DIST_NAME); rm -rf $(DIST_NAME); \
+	echo "$(DIST_NAME).tar.gz: $$(tar -tzf $(DIST_NAME).tar.gz | grep -vc '/$$') files"
+
+# Unpacks the tarball elsewhere and runs configure, make, make check there.
+distcheck: dist
+	@set -e; tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/tfork-distcheck.XXXXXX"); \
+	trap 'rm -rf "$$tmp"' EXIT; \
+	tar -xzf $(DIST_NAME).tar.gz -C "$$tmp"; cd "$$tmp/$(DIST_NAME)"; \
+	echo "== ./configure"; ./configure >"$$tmp/log" 2>&1 || { cat "$$tmp/log"; exit 1; }; \
+	echo "== make"; $(MAKE) --no-print-directory -j2 >"$$tmp/log" 2>&1 || { cat "$$tmp/log"; exit 1; }; \
+	echo "== make check"; $(MAKE) --no-print-directory check >"$$tmp/log" 2>&1 \
+	  || { cat "$$tmp/log"; exit 1; }; tail -n 1 "$$tmp/log"; \
+	echo "distcheck: $(DIST_NAME).tar.gz builds and passes make check"
+
 # ---------------------------------------------------------------- configure
 # config.mk (and config.h with it) comes from configure; make remakes it
 # before anything else and restarts. A CC given to make goes to configure.
 CONFIGURE_ARGS = $(if $(filter command line,$(origin CC)),CC='$(CC)')
+configure: configure.ac aclocal.m4
+	autoreconf -i
+	@touch configure
 config.mk: config.mk.in configure.ac aclocal.m4 $(wildcard configure)
 	@if [ ! -x configure ] || [ configure.ac -nt configure ] || \
 	    [ aclocal.m4 -nt configure ]; then \
@@ -283,6 +380,6 @@ distclean: clean
 	rm -f config.mk config.h config.log config.status
 maintainer-clean: distclean
 	rm -rf configure configure~ config.h.in config.h.in~ autom4te.cache
-	rm -rf bench/results
+	rm -rf bench/results tfork-*.tar.gz
 
 -include $(wildcard src/*.d serve/*.d tests/*.d examples/*.d bench/*.d)

@@ -6,8 +6,15 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
-: "${TFORK_SERVE:=$top/tfork-serve}"
-export TFORK_SERVE
+# TFORK_DEMO_BIN: run the examples built there instead (make installcheck:
+# built against an installed tfork, which finds its own tfork-serve).
+if [[ -n ${TFORK_DEMO_BIN:-} ]]; then
+    bin=$TFORK_DEMO_BIN
+else
+    bin=$here
+    : "${TFORK_SERVE:=$top/tfork-serve}"
+    export TFORK_SERVE
+fi
 
 # No example should take long at these sizes; a hung one fails the demo
 # instead of hanging it.
@@ -38,7 +45,7 @@ run() {
     echo
     echo "== $title"
     show "examples/$prog" "$@"
-    ${limit[@]+"${limit[@]}"} "$here/$prog" "$@"
+    ${limit[@]+"${limit[@]}"} "$bin/$prog" "$@"
     rc=$?
     if ((rc != want)); then
         echo "demo: examples/$prog exited with status $rc, expected $want" >&2
