@@ -385,6 +385,18 @@ static int place_fds(struct serve *s)
     tmp = malloc(sizeof(int) * (size_t)n);
     if (!tmp)
         return -ENOMEM;
+    /* our socket must survive the placing too: it says whether execve
+     * failed (its EOF at exec means success) */
+    if (s->sock < n) {
+        int moved = fcntl(s->sock, F_DUPFD_CLOEXEC, n);
+
+        if (moved < 0) {
+            free(tmp);
+            return -errno;
+        }
+        close(s->sock);
+        s->sock = moved;
+    }
     /* first move every source above the targets, so no dup2 overwrites
      * a source still to be placed */
     n = 0;

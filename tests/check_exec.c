@@ -133,6 +133,62 @@ START_TEST(test_fds_in_order)
 }
 END_TEST
 
+/* Ten fds: the program gets them on 0..9 (fd 9 is the pipe), and the
+ * child's own socket, which may sit among those numbers, survives the
+ * placing: a missing program is still reported (_i bit 1), with 127. */
+START_TEST(test_many_fds)
+{
+    int fds0 = tu_fd_count();
+    struct ev_loop *loop = tu_loop_for(_i & 1);
+    int missing = _i >> 1;
+    struct tu_res r, tr;
+    tfork *tpl, *p;
+    int null, pp[2];
+    char out[256];
+
+    tu_res_init(&r);
+    tu_res_init(&tr);
+    tpl = tfork_new_exec(loop);
+    ck_assert_ptr_nonnull(tpl);
+    ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
+    p = tfork_fork(tpl);
+    ck_assert_ptr_nonnull(p);
+    null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(null, 0);
+    ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
+    for (int i = 0; i < 9; i++)
+        ck_assert_int_eq(tfork_send_fd(p, null), 0);
+    ck_assert_int_eq(tfork_send_fd(p, pp[1]), 0);
+    close(null);
+    close(pp[1]);
+    ck_assert_int_eq(tfork_on_exit(p, tu_on_exit_cb, &r), 0);
+    ck_assert_int_eq(tfork_exec(p, missing ? "/nonexistent/tfork-nine" :
+                                "/bin/sh", ARGV((char *)"sh", (char *)"-c",
+                                (char *)"echo nine >&9; readlink /proc/self/fd/8 >&9"),
+                                NULL, tu_on_run, &r), 0);
+    RUN_UNTIL(loop, r.run_called && r.exit_called, 30);
+    tu_read_to_eof(pp[0], out, sizeof out, 30);
+    close(pp[0]);
+    tfork_free(tpl);
+    RUN_UNTIL(loop, tr.exit_called, 30);
+    ck_assert_int_eq(r.run_fd, -1);
+    if (missing) {
+        ck_assert_int_eq(r.run_err, -ENOENT);
+        ck_assert_msg(strstr(r.msg, "/nonexistent/tfork-nine") != NULL,
+                      "message: '%s'", r.msg);
+        ck_assert_str_eq(out, "");
+        ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 127,
+                      "status 0x%x", r.status);
+    } else {
+        ck_assert_int_eq(r.run_err, 0);
+        ck_assert_str_eq(out, "nine\n/dev/null\n");
+        ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0,
+                      "status 0x%x", r.status);
+    }
+    tu_finish(loop, fds0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- lookup */
 
 START_TEST(test_path_lookup)
@@ -377,6 +433,7 @@ static Suite *exec_suite(void)
     tcase_add_loop_test(tc, test_echo_output, 0, 2);
     tcase_add_loop_test(tc, test_pid_is_program_pid, 0, 2);
     tcase_add_loop_test(tc, test_fds_in_order, 0, 2);
+    tcase_add_loop_test(tc, test_many_fds, 0, 4);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("lookup");
