@@ -316,6 +316,11 @@ static void protocol_violation(tfork *p, const char *what)
 static void on_eof(tfork *p)
 {
     tfork__hold(p);
+    if (p->draining) {          /* the freed child is gone, all read */
+        close_sock(p);
+        tfork__release(p);
+        return;
+    }
     if (p->state == TFORK_RUNNING && p->is_exec && p->exec_started &&
         !p->err) {
         /* the close-on-exec socket closed: execve succeeded */
@@ -498,8 +503,17 @@ static void check(tfork *p)
 {
     if (p->refs > 0)
         return;
-    if (p->fd >= 0 && !busy(p))
-        close_sock(p);
+    if (p->fd >= 0 && !busy(p) && !p->draining) {
+        if (!p->root && p->state == TFORK_PREP && !p->err) {
+            /* an unrun child: it exits at our EOF, but may have reaped
+             * a child of its own and written that exit already; read
+             * on until its EOF, so that status is not lost */
+            p->draining = 1;
+            shutdown(p->fd, SHUT_WR);
+        } else {
+            close_sock(p);
+        }
+    }
     if (p->fd < 0 && !p->user && !p->deferred &&
         !(p->own && !p->reaped && p->pid > 0))
         destroy(p);

@@ -67,6 +67,7 @@ int tfork__ev_attach(tfork *p)
 static int want_ref(const tfork *p)
 {
     return p->q.head || p->state == TFORK_RUNNING || p->pending ||
+           p->draining ||
            p->nexitcb > 0;
 }
 

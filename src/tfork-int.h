@@ -199,6 +199,7 @@ struct tfork {
     tfork *reaper;              /* held: whose table has our kid */
     tfork__kid *kid;            /* our own record (weak; see kid->proc) */
     int eof_early;              /* EOF before our fork was resolved */
+    int draining;               /* freed: half-closed, reading to EOF */
 
     uint32_t next_id;           /* for children we fork */
     tfork__kid *pending;        /* children forked, FORKED not yet seen */

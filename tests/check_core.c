@@ -752,6 +752,49 @@ START_TEST(test_fd_pipe_socket)
 }
 END_TEST
 
+/* A freed unrun child may already have reaped a child of its own and
+ * written that exit before it sees our EOF: the status still reaches
+ * the grandchild's on_exit (it was lost when the socket was closed at
+ * once, and ev_run then never returned). */
+START_TEST(test_free_parent_after_grandchild_exit)
+{
+    const struct core_kind *k = KIND(_i);
+    struct core_run rg = { .mode = R_LINE };
+    struct core_exit eg = { 0 };
+    tfork *t, *c, *g;
+    double dl;
+
+    core_begin(DEF(_i), "free_parent_after_grandchild_exit");
+    t = core_tpl(k);
+    c = core_fork(t);
+    g = core_fork(c);
+    core_on_exit(g, &eg);
+    core_run(g, k->exit7, &rg);
+    while (rg.calls == 0) {
+        ck_assert_int_eq(tu_in_api, 0);
+        ev_run(T.loop, EVRUN_ONCE);
+    }
+    core_ok(&rg);
+    /* g exits and c reaps it, while we read nothing */
+    for (dl = tu_now() + 10; tu_proc_state(rg.rpid, NULL, NULL) != 0;) {
+        ck_assert_msg(tu_now() < dl, "grandchild %d not reaped",
+                      (int)rg.rpid);
+        usleep(1000);
+    }
+    usleep(20000);      /* c has written EXIT by now, most likely */
+    APIV(tfork_free(c));
+    APIV(tfork_free(t));
+    core_loop();
+    ck_assert_int_eq(eg.calls, 1);
+    ck_assert_int_eq(eg.inside, 0);
+    ck_assert_int_eq(eg.pid, rg.rpid);
+    ck_assert_msg(WIFEXITED(eg.status) && WEXITSTATUS(eg.status) == 7,
+                  "status 0x%x", eg.status);
+    core_done(&rg);
+    core_end();
+}
+END_TEST
+
 /* tfork_fork of an unrun child: the grandchild inherits the template's
  * and the child's args and evals; the child stays usable */
 START_TEST(test_fork_grandchild)
@@ -1868,6 +1911,7 @@ static Suite *core_suite(void)
     tcase_add_loop_test(tc, test_big_arg, 0, 4);
     tcase_add_loop_test(tc, test_fd_pipe_socket, 0, 4);
     tcase_add_loop_test(tc, test_fork_grandchild, 0, 4);
+    tcase_add_loop_test(tc, test_free_parent_after_grandchild_exit, 0, 4);
     tcase_add_loop_test(tc, test_free_then_run_child, 0, 4);
     tcase_add_loop_test(tc, test_api_in_callback, 0, 4);
     tcase_add_loop_test(tc, test_copy_requires_module, 0, 2);
