@@ -28,8 +28,9 @@ typedef struct tfork tfork;             /* a process being prepared */
 /* "0.1.0": the version of the library actually linked. */
 TFORK_EXTERN const char *tfork_version(void);
 
-/* A short text for a negative error code returned by any tfork_* call
- * (e.g. tfork_strerror(-ENOENT)); never NULL, static storage. */
+/* A short text for an error code returned by any tfork_* call
+ * (tfork_strerror(-ENOENT); a plain errno value works too, 0 is
+ * "success"); never NULL, static storage. */
 TFORK_EXTERN const char *tfork_strerror(int err);
 
 /* ---- constructors ----
@@ -46,7 +47,9 @@ TFORK_EXTERN tfork *tfork_new(struct ev_loop *loop);
 
 /* A fresh, empty template: tfork-serve started with posix_spawn (found in
  * the configured libexecdir, or $TFORK_SERVE), or, after tfork_early(), a
- * fork of the early copy.  Its pid is known at once in the first case. */
+ * fork of the early copy (bound to the loop of its first use, as the
+ * default template is: EXDEV for another loop).  Its pid is known at once
+ * in the first case. */
 TFORK_EXTERN tfork *tfork_new_exec(struct ev_loop *loop);
 
 /* A child of tpl (a template or any process not yet run): it inherits
@@ -105,7 +108,9 @@ typedef void tfork_run_cb(tfork *p, int fd, int err, void *data);
 
 /* In p's process, calls  int func(int fd, int argc, const tfork_arg *argv)
  * with every arg and fd sent (the template's first, then p's own, in the
- * order sent); func's return value becomes the exit status. */
+ * order sent); func's return value becomes the exit status.  A process
+ * whose run failed (func not found, an earlier require or eval failed)
+ * exits with status 0 once the callback has its error. */
 TFORK_EXTERN int tfork_run(tfork *p, const char *func, tfork_run_cb *cb,
                            void *data);
 
@@ -122,7 +127,7 @@ TFORK_EXTERN int tfork_exec(tfork *p, const char *path, char *const argv[],
  * status can no longer be learned (the process that reaps it was killed).
  * Set it before tfork_run/tfork_exec/tfork_free; a pending on_exit keeps
  * ev_run alive.  Returns 0, or -EINVAL (NULL cb, p already run), -EBUSY
- * (already set). */
+ * (already set), -ENOMEM. */
 typedef void tfork_exit_cb(pid_t pid, int status, void *data);
 TFORK_EXTERN int tfork_on_exit(tfork *p, tfork_exit_cb *cb, void *data);
 
@@ -137,7 +142,8 @@ TFORK_EXTERN const char *tfork_errmsg(const tfork *p);
 
 /* Releases p.  An unrun child exits.  A template takes no more commands
  * and exits once the last of its children with a pending on_exit has been
- * reported (at once if none); running children are not signalled.
+ * reported and no handle forked from it (tfork_fork) is left (at once if
+ * none); running children are not signalled.
  * Commands already queued are still delivered.  A no-op on NULL and on a
  * handle whose run/exec was accepted (the library frees those). */
 TFORK_EXTERN void tfork_free(tfork *p);

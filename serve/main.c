@@ -12,7 +12,7 @@
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: tfork-serve [--fd N]\n"
+            "usage: tfork-serve [--fd N] | --version\n"
             "Serves tfork commands on the unix stream socket N (default 3).\n"
             "It is started by libtfork (tfork_new_exec), not by hand.\n"
             "Exit status: 0 when the client closed the socket, 1 usage,\n"

@@ -566,7 +566,9 @@ TFORK_EXTERN const char *tfork_version(void)
 
 TFORK_EXTERN const char *tfork_strerror(int err)
 {
-    if (err >= 0)
+    if (err > 0)
+        err = -err;     /* a plain errno value means the same */
+    if (err == 0)
         return "success";
 #ifdef HAVE_STRERRORDESC_NP
     {
@@ -767,8 +769,18 @@ static tfork *spawn_template(struct ev_loop *loop)
     return p;
 }
 
+/* A constructor's result: on success errno is left as the caller had it
+ * (posix_spawn's clean-up sets it, for one). */
+static tfork *made(tfork *p, int saved_errno)
+{
+    if (p)
+        errno = saved_errno;
+    return p;
+}
+
 TFORK_EXTERN tfork *tfork_new_exec(struct ev_loop *loop)
 {
+    int saved = errno;
     tfork *e;
 
     if (!loop) {
@@ -776,13 +788,15 @@ TFORK_EXTERN tfork *tfork_new_exec(struct ev_loop *loop)
         return NULL;
     }
     if (tfork__early_fd < 0)
-        return spawn_template(loop);
+        return made(spawn_template(loop), saved);
     e = early(loop);
-    return e ? fork_child(e, TFORK_FORK_NEWROOT) : NULL;
+    return made(e ? fork_child(e, TFORK_FORK_NEWROOT) : NULL, saved);
 }
 
 TFORK_EXTERN tfork *tfork_new(struct ev_loop *loop)
 {
+    int saved = errno;
+
     if (!loop) {
         errno = EINVAL;
         return NULL;
@@ -811,7 +825,7 @@ TFORK_EXTERN tfork *tfork_new(struct ev_loop *loop)
             return NULL;
         deftpl->lib = 1;
     }
-    return fork_child(deftpl, 0);
+    return made(fork_child(deftpl, 0), saved);
 }
 
 TFORK_EXTERN int tfork_require(tfork *p, const char *module)

@@ -141,7 +141,7 @@ TFORK_EXTERN int tfork_early(void)
 
 TFORK_EXTERN tfork *tfork_template(struct ev_loop *loop)
 {
-    int fd, r;
+    int fd, r, saved = errno;
     pid_t pid;
     tfork *p;
 
@@ -165,5 +165,6 @@ TFORK_EXTERN tfork *tfork_template(struct ev_loop *loop)
         errno = e;
         return NULL;
     }
+    errno = saved;      /* left as found (a missing pidfd_open sets it) */
     return p;
 }

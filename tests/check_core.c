@@ -413,9 +413,10 @@ static tfork *core_tpl(const struct core_kind *k)
     tfork *t;
     pid_t pid, pp = 0;
 
-    errno = 0;
+    errno = 4321;       /* success leaves errno as found */
     t = k->copy ? API(tfork_template(T.loop)) : API(tfork_new_exec(T.loop));
     ck_assert_msg(t != NULL, "%s: %s: %s", T.what, k->name, strerror(errno));
+    ck_assert_int_eq(errno, 4321);
     pid = tfork_pid(t);
     ck_assert_int_gt(pid, 0);
     ck_assert_int_lt(T.ntpl, CORE_MAXTPL);
@@ -1118,6 +1119,33 @@ START_TEST(test_bad_null)
     core_loop();
     ck_assert_int_eq(r.calls, 0);
     ck_assert_int_eq(e.calls, 0);
+    core_end();
+}
+END_TEST
+
+/* Successful calls leave errno as they found it, constructors included
+ * (posix_spawn's clean-up used to leave EINVAL behind); tfork_strerror
+ * takes a plain errno value as well as a negated one. */
+START_TEST(test_errno_kept)
+{
+    const struct core_kind *k = KIND(_i);
+    tfork *t, *c;
+
+    core_begin(DEF(_i), "errno_kept");
+    t = core_tpl(k);            /* checks errno itself */
+    errno = 4321;
+    c = API(tfork_fork(t));
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(errno, 4321);
+    ck_assert_int_eq(API(tfork_send_arg(c, "x", 1)), 0);
+    ck_assert_int_eq(API(tfork_send_fd(c, 0)), 0);
+    ck_assert_int_eq(errno, 4321);
+    APIV(tfork_free(c));
+    APIV(tfork_free(t));
+    ck_assert_int_eq(errno, 4321);
+    core_loop();
+    ck_assert_str_eq(tfork_strerror(ENOENT), tfork_strerror(-ENOENT));
+    ck_assert_str_eq(tfork_strerror(0), "success");
     core_end();
 }
 END_TEST
@@ -1936,6 +1964,7 @@ static Suite *core_suite(void)
     tc = tcase_create("bad_input");
     tcase_set_timeout(tc, CORE_TIMEOUT);
     tcase_add_loop_test(tc, test_bad_null, 0, 4);
+    tcase_add_loop_test(tc, test_errno_kept, 0, 4);
     tcase_add_loop_test(tc, test_bad_handle, 0, 4);
     tcase_add_loop_test(tc, test_bad_too_big, 0, 4);
     suite_add_tcase(s, tc);
