@@ -220,8 +220,14 @@ check-man: $(SOLIB)
 	done; \
 	for f in man/tfork.3 man/tfork-serve.1; do \
 	  [ -f "$$f" ] || { echo "$$f: missing"; bad=1; }; done; \
+	api=$$(sed -n 's/^TFORK_EXTERN[^(]*[ *]\([a-z_][a-z0-9_]*\)(.*/\1/p' \
+	  include/tfork.h include/tfork/*.h | sort); \
+	exp=$$(nm -D --defined-only $(SOLIB) | awk '$$2 ~ /^[TDBRW]$$/ { print $$3 }' | sort); \
+	[ "$$api" = "$$exp" ] || { echo "libtfork exports other symbols than the" \
+	  "headers declare TFORK_EXTERN: declared:" $$api "exported:" $$exp; bad=1; }; \
 	[ $$bad -eq 0 ] || { echo "make check: the man pages need fixing (above)" >&2; exit 1; }; \
-	echo "== man pages: $$n linted or resolved, every exported symbol has one"
+	echo "== man pages: $$n linted or resolved; the $$(echo "$$exp" | wc -l)" \
+	  "exported symbols are the API, each with a page"
 
 # ---------------------------------------------------------------- run
 demo: all
