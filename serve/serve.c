@@ -28,6 +28,9 @@ struct serve {
     int sigfd;                  /* signalfd for SIGCHLD, or -1 */
     int hello;                  /* the client's version was accepted */
     int failed;                 /* a require/eval failed: ignore commands */
+    int sigdirty;               /* user code ran here or in an ancestor
+                                   since the last reset: dispositions may
+                                   no longer be the defaults */
     tfork_rd rd;                /* the command being read */
     tfork_arg *args;            /* accumulated args, in order sent */
     size_t nargs, cap;
@@ -155,6 +158,7 @@ static void serve_REQUIRE(struct serve *s)
     tfork__cur_str(&c, &path, NULL);
     if (tfork__cur_done(&c))
         protocol_error(s, "REQUIRE");
+    s->sigdirty = 1;            /* constructors may set up signals */
     if (!dlopen(path, RTLD_NOW | RTLD_GLOBAL)) {
         const char *e = dlerror();
 
@@ -194,6 +198,7 @@ static void serve_EVAL(struct serve *s)
         return;
     }
     fn = (tfork_eval_func *)f;
+    s->sigdirty = 1;
     r = fn((int)argc, argv);
     free(argv);
     if (r != 0) {
@@ -332,14 +337,27 @@ static void serve_FORK(struct serve *s)
     }
 }
 
-/* Leaves the loop for user code: nothing of ours but the socket remains. */
+/* Leaves the loop for user code: nothing of ours but the socket remains.
+ * The template reset every disposition when it started; only user code
+ * (require, eval) can have changed one since, so without it the mask is
+ * all there is to restore -- one syscall instead of one per signal on the
+ * way to every run and exec.  what == NULL: no title (an exec replaces
+ * it anyway). */
 static void leave_loop(struct serve *s, const char *what)
 {
     if (s->sigfd >= 0)
         close(s->sigfd);
     s->sigfd = -1;
-    tfork__signals_reset();
-    tfork__proctitle("tfork: %s", what);
+    if (s->sigdirty) {
+        tfork__signals_reset();
+    } else {
+        sigset_t none;
+
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+    }
+    if (what)
+        tfork__proctitle("tfork: %s", what);
 }
 
 static void serve_RUN(struct serve *s)
@@ -440,7 +458,7 @@ static void serve_EXEC(struct serve *s)
         protocol_error(s, "EXEC");
     }
     reply_pid(s, TFORK_OP_EXECSTART, getpid());
-    leave_loop(s, path);
+    leave_loop(s, NULL);
     e = place_fds(s);
     if (e == 0) {
         if (envp)
@@ -517,6 +535,10 @@ void tfork__serve(int sock, int root)
     s.root = root;
     tfork__rd_init(&s.rd, 1);
     tfork__std_fds();
+    /* from default dispositions on (tfork-serve inherits glibc's
+     * internal signals ignored from posix_spawn), so that leave_loop
+     * need not reset them for every child */
+    tfork__signals_reset();
 #ifdef HAVE_PR_SET_CHILD_SUBREAPER
     if (root)
         prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -579,7 +601,6 @@ void tfork__serve_copy(int sock, const char *title)
         for (int fd = 4; fd < max && fd < 65536; fd++)
             close(fd);
     }
-    tfork__signals_reset();
     tfork__proctitle("%s", title);
-    tfork__serve(3, 1);
+    tfork__serve(3, 1);         /* resets the signal dispositions */
 }

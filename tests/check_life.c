@@ -354,6 +354,48 @@ START_TEST(test_hygiene)
 }
 END_TEST
 
+/* User code in the template (eval) that sets a handler, ignores a signal
+ * and blocks another: the template's children still start with default
+ * dispositions and an empty mask.  Mode 0: tfork_new_exec, 1:
+ * tfork_template. */
+START_TEST(test_hygiene_after_eval)
+{
+    int fds0 = tu_fd_count();
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct tu_res r, tr;
+    struct report rep;
+    tfork *tpl, *p;
+    char text[8192];
+
+    ck_assert_ptr_nonnull(loop);
+    tu_res_init(&r);
+    tu_res_init(&tr);
+    tpl = _i == 0 ? tfork_new_exec(loop) : tfork_template(loop);
+    ck_assert_ptr_nonnull(tpl);
+    ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
+    ck_assert_int_eq(tfork_require(tpl, module()), 0);
+    ck_assert_int_eq(tfork_eval(tpl, "life_set_signals", 0, NULL), 0);
+    p = tfork_fork(tpl);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(tfork_on_exit(p, tu_on_exit_cb, &r), 0);
+    ck_assert_int_eq(tfork_run(p, "life_report", tu_on_run, &r), 0);
+    RUN_UNTIL(loop, r.run_called && r.exit_called, 30);
+    ck_assert_msg(r.run_err == 0, "run: %d %s", r.run_err, r.msg);
+    ck_assert_int_eq(status_code(r.status), 0);
+    tu_read_to_eof(r.run_fd, text, sizeof text, 30);
+    close(r.run_fd);
+    parse_report(text, &rep);
+    ck_assert_msg(rep.end, "incomplete report:\n%s", text);
+    ck_assert_str_eq(rep.sigblk, "0000000000000000");
+    ck_assert_str_eq(rep.sigign, "0000000000000000");
+    ck_assert_str_eq(rep.sigcgt, "0000000000000000");
+    tfork_free(tpl);
+    RUN_UNTIL(loop, tr.exit_called, 30);
+    ck_assert_int_eq(status_code(tr.status), 0);
+    tu_finish(loop, fds0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- spawns */
 
 #define SPAWNS 1000
@@ -717,6 +759,7 @@ static Suite *life_suite(void)
     tc = tcase_create("hygiene");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_hygiene, 0, 3);
+    tcase_add_loop_test(tc, test_hygiene_after_eval, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("many spawns");

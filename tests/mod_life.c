@@ -1,6 +1,7 @@
 /* mod_life.c: run functions for check_life, loaded with tfork_require into
  * tfork-serve templates and copies of the test program.  libc only. */
 #include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,4 +81,31 @@ int life_title_wait(int fd, int argc, const tfork_arg *argv)
     (void)argc;
     (void)argv;
     return read(fd, &c, 1) == 1 ? 0 : 1;
+}
+
+static void life_handler(int sig)
+{
+    (void)sig;
+}
+
+/* eval: user code changing signals in a template (a handler for SIGUSR1,
+ * SIGUSR2 ignored, SIGHUP blocked): its children must not inherit any. */
+int life_set_signals(int argc, char **argv)
+{
+    struct sigaction sa;
+    sigset_t hup;
+
+    (void)argc;
+    (void)argv;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = life_handler;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, NULL) < 0)
+        return 1;
+    sa.sa_handler = SIG_IGN;
+    if (sigaction(SIGUSR2, &sa, NULL) < 0)
+        return 1;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    return sigprocmask(SIG_BLOCK, &hup, NULL) < 0;
 }
