@@ -5,7 +5,8 @@
 #   make            libtfork.so/.a, tfork-serve, examples
 #   make check      build and run the Check suites (tests/check_*.c)
 #   make demo       run examples/demo.sh, else the programs in $(DEMOS)
-#   make bench      run bench/run.sh
+#   make bench      run bench/run.sh (BENCH_QUICK=1: a short run)
+#   make bench-peers  install what the spawn benchmark compares with (apt-get)
 #   make install    DESTDIR and PREFIX aware; also uninstall
 #   make installcheck  install into a temporary prefix, build every example
 #                   there with pkg-config alone, run them
@@ -132,6 +133,11 @@ bench/%: bench/%.c $(SOLIB) $(SONAME) libtfork.so .build-flags | config.h
 	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) $(DEPFLAGS) \
 	  -MF $@.d -MT $@ $(LDFLAGS) -o $@ $< -L. -ltfork \
 	  -Wl,-rpath,'$$ORIGIN/..' $(EV_LIBS) $(LIBS)
+# The program the spawn benchmark execs: static, so an exec of it costs
+# no dynamic loading (Debian: libc.a is in libc6-dev).
+bench/tiny: bench/tiny.c .build-flags
+	$(call msg,CCLD,$@)$(CC) $(PROG_CFLAGS) $(DEPFLAGS) -MF $@.d -MT $@ \
+	  $(LDFLAGS) -static -o $@ $<
 
 # ---------------------------------------------------------------- tests
 # Test programs take all of libtfork.a (--whole-archive) and export it
@@ -248,11 +254,25 @@ demo: all
 
 bench: all $(BENCHES)
 	@if [ -f bench/run.sh ]; then \
-	  $(RUN_ENV) bash bench/run.sh; \
+	  $(RUN_ENV) BENCH_CC='$(CC)' BENCH_CFLAGS='$(CFLAGS)' bash bench/run.sh; \
 	else \
 	  echo "make bench: the benchmarks are not written yet (no bench/run.sh)." >&2; \
 	  exit 1; \
 	fi
+
+# What the spawn benchmark compares tfork with, and its plot (Debian
+# packages): make bench uses them when installed and says so when not.
+BENCH_PEER_PKGS = libanyevent-fork-perl libev-perl python3 gnuplot-nox
+.PHONY: bench-peers
+bench-peers:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make bench-peers: needs root; run: apt-get install -y $(BENCH_PEER_PKGS)" >&2; \
+	  exit 1; \
+	fi; \
+	echo "apt-get install -y $(BENCH_PEER_PKGS)"; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $(BENCH_PEER_PKGS) || { \
+	  echo "apt-get update"; apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(BENCH_PEER_PKGS); }
 
 # ---------------------------------------------------------------- install
 # libev has no .pc file: its flags go into ours, as every program using
