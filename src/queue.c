@@ -70,15 +70,21 @@ int tfork__outq_flush(struct tfork__outq *q, int sock)
         struct iovec iov[IOV_BATCH];
         struct tfork__frame *f = q->head;
         int n = 0, fds = f->off == 0 && f->fd >= 0;
+        size_t room = FLUSH_BUDGET - sent;
         ssize_t w;
 
         /* a frame with an fd starts a batch: the fd must ride on its
-         * own first byte, not on an earlier frame's */
-        for (; f && n < IOV_BATCH; f = f->next) {
+         * own first byte, not on an earlier frame's.  The batch holds at
+         * most the budget: one sendmsg to a reader that keeps draining
+         * can take all it is given */
+        for (; f && n < IOV_BATCH && room > 0; f = f->next) {
             if (n && f->fd >= 0)
                 break;
             iov[n].iov_base = f->buf + f->off;
             iov[n].iov_len = f->len - f->off;
+            if (iov[n].iov_len > room)
+                iov[n].iov_len = room;
+            room -= iov[n].iov_len;
             n++;
         }
         w = tfork__send(sock, iov, n, fds ? &q->head->fd : NULL,
