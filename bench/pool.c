@@ -33,6 +33,8 @@
 #include <tfork.h>
 #include <tfork/pool.h>
 
+#include "benchutil.h"
+
 #define RUNS_MAX 1000
 #define TINY_ITERS 16           /* the small calls' work: ~20 ns */
 #define BATCH_TIMEOUT 300.0     /* one run may take this long */
@@ -131,14 +133,6 @@ static struct {
     int npids;
     int destroyed;              /* pools and RPC children ended cleanly */
 } B;
-
-static double now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static double cpu_now(void)
 {
@@ -308,13 +302,6 @@ static void setup_start(struct setup *s)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
 struct stats {
     double med, min, max;
 };
@@ -372,19 +359,6 @@ static void overhead(const struct setup *p, const struct setup *r, int runs)
            "call (per-run ratios x%.2f .. x%.2f)\n", p->label, r->label,
            1e6 / sp.med, 1e6 / sr.med, sr.med / sp.med,
            1e6 / sp.med - 1e6 / sr.med, q.min, q.max);
-}
-
-static int parse_int(const char *s, int min, int max, int *out)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return -1;
-    *out = (int)v;
-    return 0;
 }
 
 static void usage(FILE *f, const char *prog)

@@ -40,6 +40,8 @@
 #include <tfork.h>
 #include <tfork/rpc.h>
 
+#include "benchutil.h"
+
 #define MSG      16             /* bytes in a call's arg and in its reply */
 #define WINDOW   64             /* raw throughput: messages in flight; far
                                    below what a socketpair buffers, so no
@@ -57,14 +59,6 @@ static int bench_echo(tfork_rpc_req *req, int n, const struct iovec *args)
 TFORK_EXPORT(bench_echo);
 
 /* ---- helpers ---- */
-
-static double now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* A message carries its sequence number and a check word, so a reply
  * proves it is the echo of one call and not stale or garbled bytes. */
@@ -124,21 +118,6 @@ static int read_full(int fd, void *buf, size_t len)
         got += (size_t)r;
     }
     return 1;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-/* The q-quantile of v[0..n), sorted, by nearest rank. */
-static double quantile(const double *v, int n, double q)
-{
-    int i = (int)(q * n + 0.999999) - 1;
-
-    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
 /* ---- what one run measured, and the summary over runs ---- */
@@ -597,19 +576,6 @@ static int place_apply(const struct place *pl, const pid_t *pids, int npids)
 }
 
 /* ---- main ---- */
-
-static int parse_int(const char *s, int min, int max, int *out)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
 
 /* -p one,two,free: which placements, as a bit mask; -1 if bad. */
 static int parse_places(const char *s)

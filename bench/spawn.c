@@ -48,6 +48,8 @@
 #include <ev.h>
 #include <tfork.h>
 
+#include "benchutil.h"
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23          /* Linux 5.14 */
 #endif
@@ -119,14 +121,6 @@ struct bench {
 
 /* The heap's address, where no compiler can assume it unused. */
 uint64_t *volatile spawn_heap;
-
-static double now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2),
                                                       noreturn));
@@ -330,21 +324,6 @@ struct slice {
     double secs;                /* their total time */
     double p50, p99, mean;      /* per cycle, seconds */
 };
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-/* The q-quantile of v[0..n), sorted, by nearest rank. */
-static double quantile(const double *v, int n, double q)
-{
-    int i = (int)(q * n + 0.999999) - 1;
-
-    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
-}
 
 static void run_slice(struct bench *b, int m, double tmin, int nmin,
                       struct slice *s)
