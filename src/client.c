@@ -769,9 +769,7 @@ static tfork *spawn_template(struct ev_loop *loop)
     return p;
 }
 
-/* A constructor's result: on success errno is left as the caller had it
- * (posix_spawn's clean-up sets it, for one). */
-static tfork *made(tfork *p, int saved_errno)
+tfork *tfork__made(tfork *p, int saved_errno)
 {
     if (p)
         errno = saved_errno;
@@ -788,9 +786,9 @@ TFORK_EXTERN tfork *tfork_new_exec(struct ev_loop *loop)
         return NULL;
     }
     if (tfork__early_fd < 0)
-        return made(spawn_template(loop), saved);
+        return tfork__made(spawn_template(loop), saved);
     e = early(loop);
-    return made(e ? fork_child(e, TFORK_FORK_NEWROOT) : NULL, saved);
+    return tfork__made(e ? fork_child(e, TFORK_FORK_NEWROOT) : NULL, saved);
 }
 
 TFORK_EXTERN tfork *tfork_new(struct ev_loop *loop)
@@ -825,7 +823,7 @@ TFORK_EXTERN tfork *tfork_new(struct ev_loop *loop)
             return NULL;
         deftpl->lib = 1;
     }
-    return made(fork_child(deftpl, 0), saved);
+    return tfork__made(fork_child(deftpl, 0), saved);
 }
 
 TFORK_EXTERN int tfork_require(tfork *p, const char *module)

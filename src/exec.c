@@ -165,6 +165,5 @@ TFORK_EXTERN tfork *tfork_template(struct ev_loop *loop)
         errno = e;
         return NULL;
     }
-    errno = saved;      /* left as found (a missing pidfd_open sets it) */
-    return p;
+    return tfork__made(p, saved);
 }

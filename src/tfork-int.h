@@ -232,6 +232,10 @@ tfork *tfork__proc_new(struct ev_loop *loop, int fd);
 /* A handle for a template the client made itself: its own child, reaped
  * by the loop.  NULL with errno set; fd is then still the caller's. */
 tfork *tfork__proc_own(struct ev_loop *loop, int fd, pid_t pid);
+/* A constructor's result: on success errno is set back to saved_errno,
+ * as the caller had it (posix_spawn's clean-up or a missing pidfd_open
+ * change it on the way); on failure it stays as set.  Returns p. */
+tfork *tfork__made(tfork *p, int saved_errno);
 void tfork__fail(tfork *p, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
