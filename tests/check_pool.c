@@ -21,6 +21,7 @@
 #include <ev.h>
 
 #include "tfork.h"
+#include "tfork-int.h"
 #include "tfork/pool.h"
 #include "testutil.h"
 
@@ -1015,6 +1016,57 @@ START_TEST(test_template_copy)
 }
 END_TEST
 
+/* A fork the template refuses for a moment (EAGAIN): the calls given to
+ * that worker fail with it, and the pool goes on with a fresh worker
+ * (it used to count as "no worker can start" and refused all calls). */
+static pid_t pool_main_pid;
+static int pool_fork_refusals;      /* in the copy: forks still to refuse */
+
+static pid_t pool_fork_eagain_once(void)
+{
+    if (getpid() != pool_main_pid && pool_fork_refusals > 0) {
+        pool_fork_refusals--;
+        errno = EAGAIN;
+        return -1;
+    }
+    return tfork__sys_fork();
+}
+
+START_TEST(test_transient_start)
+{
+    struct job c[3];
+    tfork_pool_opts o = { .max = 1 };
+    tfork *tpl;
+    struct pend d;
+    tfork_pool *pool;
+
+    pool_begin(0, "transient start failure");
+    pool_main_pid = getpid();
+    pool_fork_refusals = 1;
+    tfork__sys.fork = pool_fork_eagain_once;
+    tpl = tfork_template(T.loop);
+    tfork__sys.fork = tfork__sys_fork;
+    ck_assert_msg(tpl != NULL, "tfork_template: %s", strerror(errno));
+    pool_add_tpl(tfork_pid(tpl));
+    pool = pool_make(tpl, "pool_self_job", &o, &d);
+    pool_call_ok(pool, "t0", &c[0]);
+    pool_call_ok(pool, "t1", &c[1]);
+    RUN_UNTIL(T.loop, pool_all(c, 2), 30.);
+    ck_assert_int_eq(c[0].called, 1);
+    ck_assert_msg(c[0].err == -EAGAIN, "first call: %d %s", c[0].err,
+                  c[0].msg);
+    /* the waiting call went to the next worker, and later calls too */
+    ck_assert_int_eq(d.errors, 1);
+    pool_call_ok(pool, "t2", &c[2]);
+    RUN_UNTIL(T.loop, pool_all(c, 3), 30.);
+    ck_assert_msg(c[1].err == 0 && c[2].err == 0, "after: %d %s / %d %s",
+                  c[1].err, c[1].msg, c[2].err, c[2].msg);
+    ck_assert_int_eq(c[1].pid, c[2].pid);
+    pool_close(pool, &d);
+    pool_end();
+}
+END_TEST
+
 /* ================================================================ bad input */
 
 static void pool_run_cb(tfork *p, int fd, int err, void *data)
@@ -1278,6 +1330,7 @@ static Suite *pool_suite(void)
     tcase_set_timeout(tc, POOL_TIMEOUT);
     tcase_add_test(tc, test_two_pools);
     tcase_add_test(tc, test_template_copy);
+    tcase_add_test(tc, test_transient_start);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("losses");
