@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,10 @@
 
 #include "tfork-int.h"
 
+extern char **environ;
+
+struct peek;
+
 struct serve {
     int sock;                   /* our socket to the client */
     int root;                   /* we reap the whole tree below us */
@@ -34,9 +39,12 @@ struct serve {
     tfork_rd rd;                /* the command being read */
     tfork_arg *args;            /* accumulated args, in order sent */
     size_t nargs, cap;
+    struct peek *pk;            /* a new child's frames read by its parent,
+                                   to replay before reading on */
 };
 
 typedef void serve_fn(struct serve *s);
+static void handle_frame(struct serve *s);
 
 static void reply_error(struct serve *s, int code, uint32_t ref,
                         const char *fmt, ...)
@@ -271,6 +279,262 @@ void tfork__signals_reset(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+static void forked_reply(struct serve *s, uint32_t id, uint32_t flags,
+                         pid_t pid)
+{
+    tfork_buf b;
+    int pidfd = -1;
+
+    if (flags & TFORK_FORK_PIDFD)
+        pidfd = tfork__sys.pidfd_open(pid, 0);
+    tfork__buf_frame(&b, TFORK_OP_FORKED, pidfd >= 0);
+    tfork__buf_u32(&b, id);
+    tfork__buf_u32(&b, (uint32_t)pid);
+    if (tfork__buf_end(&b) == 0 &&
+        tfork__send_all(s->sock, b.p, b.len, &pidfd, pidfd >= 0) < 0)
+        _exit(0);
+    tfork__buf_free(&b);
+    if (pidfd >= 0)
+        close(pidfd);
+}
+
+/* ---- a child that is only going to exec: spawned, not forked ----
+ *
+ * When a FORK is read, the new child's socket usually already holds all
+ * its commands: the client queues them before the FORK goes out.  A
+ * child whose commands are exactly HELLO, args and EXEC needs no copy of
+ * the template at all -- posix_spawn starts the program from here, as
+ * cheaply as spawning from a small process can be, and this process
+ * answers on the child's socket as the child would have: EXECSTART, then
+ * EOF (or an error).  Anything else is forked, and the child first
+ * replays the frames read here, then reads on from where this stopped. */
+#define PEEK_FRAMES 64
+#define PEEK_BYTES  (256 * 1024)
+
+struct peek_frame {
+    tfork_hdr h;
+    unsigned char *payload;
+    int fd;
+};
+
+struct peek {
+    tfork_rd rd;                /* the child's reader, maybe mid-frame */
+    struct peek_frame f[PEEK_FRAMES];   /* complete frames, in order */
+    int n;
+    int err;                    /* the reader failed: -errno, rd.err */
+};
+
+static void peek_free(struct peek *pk)
+{
+    if (!pk)
+        return;
+    for (int i = 0; i < pk->n; i++) {
+        free(pk->f[i].payload);
+        if (pk->f[i].fd >= 0)
+            close(pk->f[i].fd);
+    }
+    tfork__rd_free(&pk->rd);
+    free(pk);
+}
+
+/* Reads what the child's socket holds now: whole frames while they are
+ * HELLO or args, stopping after any other frame, at a partial frame, or
+ * at the caps (the rest is the child's to read). */
+static struct peek *peek_read(int sock)
+{
+    struct peek *pk = malloc(sizeof *pk);
+    size_t bytes = 0;
+
+    if (!pk)
+        return NULL;        /* the child reads it all itself */
+    pk->n = 0;
+    pk->err = 0;
+    tfork__rd_init(&pk->rd, 1);
+    while (pk->n < PEEK_FRAMES && bytes <= PEEK_BYTES) {
+        struct peek_frame *f;
+        int r = tfork__rd_step(&pk->rd, sock);
+
+        if (r == 0)
+            break;
+        if (r < 0) {
+            pk->err = r;
+            break;
+        }
+        f = &pk->f[pk->n++];
+        f->h = pk->rd.h;
+        f->payload = pk->rd.payload;
+        f->fd = pk->rd.nfds ? pk->rd.fds[0] : -1;
+        pk->rd.payload = NULL;
+        pk->rd.fds[0] = -1;
+        tfork__rd_next(&pk->rd);
+        bytes += f->h.len;
+        if (f->h.op != TFORK_OP_HELLO && f->h.op != TFORK_OP_ARG &&
+            f->h.op != TFORK_OP_ARGFD)
+            break;
+    }
+    return pk;
+}
+
+/* In the forked child: the frames its parent read, as if read here.  A
+ * FORK among them makes a grandchild, which must not replay its parent's
+ * frames: it stops, and the frames it was peeked are replayed next. */
+static void peek_replay(struct serve *s)
+{
+    struct peek *pk = s->pk;
+    int sock = s->sock;
+    int i;
+
+    s->pk = NULL;
+    for (i = 0; i < pk->n && s->sock == sock; i++) {
+        struct peek_frame *f = &pk->f[i];
+
+        tfork__rd_next(&s->rd);
+        s->rd.h = f->h;
+        s->rd.payload = f->payload;
+        s->rd.ppos = s->rd.pcap = f->h.len;
+        s->rd.have_hdr = 1;
+        s->rd.fds[0] = f->fd;
+        s->rd.nfds = f->fd >= 0;
+        f->payload = NULL;
+        f->fd = -1;
+        handle_frame(s);
+    }
+    if (s->sock != sock) {
+        /* a grandchild: the rest was its parent's */
+        peek_free(pk);
+        return;
+    }
+    if (pk->err == -EPIPE)
+        _exit(0);               /* the client is gone: so are we */
+    if (pk->err) {
+        reply_error(s, pk->err, 0, "%s", pk->rd.err);
+        _exit(2);
+    }
+    tfork__rd_free(&s->rd);
+    s->rd = pk->rd;             /* read on where the parent stopped */
+    free(pk);
+}
+
+/* The peeked child is HELLO, args, EXEC: its exec payload, or NULL. */
+static const struct peek_frame *spawnable(const struct peek *pk)
+{
+    const struct peek_frame *f;
+    tfork_cur c;
+    uint32_t magic, version;
+
+    if (!pk || pk->err || pk->n < 2)
+        return NULL;
+    f = &pk->f[pk->n - 1];
+    if (f->h.op != TFORK_OP_EXEC || pk->f[0].h.op != TFORK_OP_HELLO)
+        return NULL;
+    tfork__cur_init(&c, pk->f[0].payload, pk->f[0].h.len);
+    tfork__cur_u32(&c, &magic);
+    tfork__cur_u32(&c, &version);
+    if (tfork__cur_done(&c) || magic != TFORK_PROTO_MAGIC ||
+        version != TFORK_PROTO_VERSION)
+        return NULL;            /* the child says why */
+    return f;
+}
+
+/* posix_spawn of the peeked EXEC with the args' fds on 0, 1, 2, ...:
+ * 0 and the pid, or a positive errno (the caller then forks, and the
+ * child's own execvpe fails and reports it, exactly as without this). */
+static int spawn_exec(struct serve *s, const struct peek *pk,
+                      const struct peek_frame *ef, pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    tfork_cur c;
+    uint32_t flags, argc, envc = 0;
+    const char *path;
+    char **argv = NULL, **envp = NULL;
+    int *src = NULL, n = 0, low = 0, r = EINVAL;
+
+    tfork__cur_init(&c, ef->payload, ef->h.len);
+    tfork__cur_u32(&c, &flags);
+    tfork__cur_str(&c, &path, NULL);
+    if (tfork__cur_list(&c, TFORK_LIST_MAX, &argv, &argc) == 0 &&
+        (flags & TFORK_EXEC_ENVP))
+        tfork__cur_list(&c, TFORK_LIST_MAX, &envp, &envc);
+    if (tfork__cur_done(&c) || !path[0])
+        goto out;               /* the child reports the bad frame */
+    src = malloc(sizeof(int) * (s->nargs + (size_t)pk->n));
+    if (!src) {
+        r = ENOMEM;
+        goto out;
+    }
+    /* the template's fds first, then the child's, in the order sent */
+    for (size_t i = 0; i < s->nargs; i++)
+        if (s->args[i].fd >= 0)
+            src[n++] = s->args[i].fd;
+    for (int i = 0; i < pk->n; i++)
+        if (pk->f[i].h.op == TFORK_OP_ARGFD && pk->f[i].fd >= 0)
+            src[n++] = pk->f[i].fd;
+    for (int i = 0; i < n; i++)
+        if (src[i] < n)
+            low = 1;
+    if (low) {
+        /* a source among the targets would be overwritten before it is
+         * placed: lift every source above them first (close-on-exec) */
+        for (int i = 0; i < n; i++) {
+            int d = fcntl(src[i], F_DUPFD_CLOEXEC, n);
+
+            if (d < 0) {
+                r = errno;
+                while (i-- > 0)
+                    close(src[i]);
+                goto out;
+            }
+            src[i] = d;
+        }
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    for (int i = 0; i < n; i++)
+        posix_spawn_file_actions_adddup2(&fa, src[i], i);
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    /* Every disposition to the default, glibc's internal signals (32,
+     * 33) included: its spawn child would otherwise leave those SIG_IGN,
+     * and sigfillset() leaves them out.  It visits every signal with a
+     * syscall either way, so naming them all costs nothing more. */
+    memset(&all, 0xff, sizeof all);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
+                             POSIX_SPAWN_SETSIGDEF);
+    fflush(NULL);
+    r = tfork__sys.posix_spawnp(pid, path, &fa, &attr, argv,
+                                envp ? envp : environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (low)
+        for (int i = 0; i < n; i++)
+            close(src[i]);
+out:
+    free(src);
+    free(argv);
+    free(envp);
+    return r;
+}
+
+/* Answers for a spawned child: its pid to the client (FORKED here, and
+ * EXECSTART on its socket, whose EOF then says the exec succeeded). */
+static void spawned(struct serve *s, uint32_t id, uint32_t flags, pid_t pid,
+                    int child_sock)
+{
+    tfork_buf b;
+
+    forked_reply(s, id, flags, pid);
+    /* a client that closed this child's socket has nothing to hear */
+    tfork__buf_frame(&b, TFORK_OP_EXECSTART, 0);
+    tfork__buf_u32(&b, (uint32_t)pid);
+    if (tfork__buf_end(&b) == 0)
+        (void)tfork__send_all(child_sock, b.p, b.len, NULL, 0);
+    tfork__buf_free(&b);
+    close(child_sock);
+}
+
 static void serve_FORK(struct serve *s)
 {
     tfork_cur c;
@@ -278,6 +542,7 @@ static void serve_FORK(struct serve *s)
     sigset_t all, old;
     pid_t pid;
     int child_sock = s->rd.fds[0];
+    struct peek *pk;
 
     tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
     tfork__cur_u32(&c, &id);
@@ -285,6 +550,16 @@ static void serve_FORK(struct serve *s)
     if (tfork__cur_done(&c))
         protocol_error(s, "FORK");
     s->rd.fds[0] = -1;
+    pk = peek_read(child_sock);
+    if (!(flags & TFORK_FORK_NEWROOT)) {
+        const struct peek_frame *ef = spawnable(pk);
+
+        if (ef && spawn_exec(s, pk, ef, &pid) == 0) {
+            spawned(s, id, flags, pid, child_sock);
+            peek_free(pk);
+            return;
+        }
+    }
     fflush(NULL);
     /* no signal handler may run in the child before it is ready */
     sigfillset(&all);
@@ -305,6 +580,7 @@ static void serve_FORK(struct serve *s)
             tfork__proctitle("tfork: child");
         }
         s->hello = 0;
+        s->pk = pk;             /* replayed once this frame is done */
         sigprocmask(SIG_SETMASK, &old, NULL);
         return;
     }
@@ -313,28 +589,14 @@ static void serve_FORK(struct serve *s)
 
         sigprocmask(SIG_SETMASK, &old, NULL);
         close(child_sock);
+        peek_free(pk);
         if (pid < 0) {
             reply_error(s, -e, id, "fork failed in process %d: %s",
                         (int)getpid(), strerror(e));
             return;
         }
     }
-    {
-        tfork_buf b;
-        int pidfd = -1;
-
-        if (flags & TFORK_FORK_PIDFD)
-            pidfd = tfork__sys.pidfd_open(pid, 0);
-        tfork__buf_frame(&b, TFORK_OP_FORKED, pidfd >= 0);
-        tfork__buf_u32(&b, id);
-        tfork__buf_u32(&b, (uint32_t)pid);
-        if (tfork__buf_end(&b) == 0 &&
-            tfork__send_all(s->sock, b.p, b.len, &pidfd, pidfd >= 0) < 0)
-            _exit(0);
-        tfork__buf_free(&b);
-        if (pidfd >= 0)
-            close(pidfd);
-    }
+    forked_reply(s, id, flags, pid);
 }
 
 /* Leaves the loop for user code: nothing of ours but the socket remains.
@@ -533,6 +795,8 @@ void tfork__serve(int sock, int root)
     memset(&s, 0, sizeof s);
     s.sock = sock;
     s.root = root;
+    /* a program spawned from here must not inherit it */
+    fcntl(sock, F_SETFD, FD_CLOEXEC);
     tfork__rd_init(&s.rd, 1);
     tfork__std_fds();
     /* from default dispositions on (tfork-serve inherits glibc's
@@ -578,8 +842,13 @@ void tfork__serve(int sock, int root)
                 _exit(2);
             }
             handle_frame(&s);
-            if (s.sock != sock_now)
-                break;          /* a new child: poll its own socket */
+            if (s.sock != sock_now) {
+                /* a new child: what its parent read of its commands
+                 * first, then poll its own socket */
+                while (s.pk)
+                    peek_replay(&s);
+                break;
+            }
         }
     }
 }

@@ -676,8 +676,12 @@ static tfork *fork_child(tfork *x, uint32_t flags)
     c->reaper = tree_of(x);
     tfork__hold(c->reaper);
     c->reaper->kidrefs++;
-    kick(x);
+    /* the child's own commands go out now, the FORK from the loop: by
+     * then the child's socket holds what the caller queued for it in the
+     * meantime, and a child that only execs can be spawned by x instead
+     * of forked (serve.c) */
     kick(c);
+    tfork__ev_update(x);
     return c;
 }
 

@@ -44,7 +44,9 @@
     X(EXIT,     17, P, 0)  /* i32 pid, i32 wait status */                   \
     X(ERROR,    18, P, 0)  /* i32 -errno, u32 fork id, i32 pid, str */   \
     X(RUNOK,    19, P, 0)  /* i32 pid: func found, about to be called */   \
-    X(EXECSTART,20, P, 0)  /* i32 pid: execve follows; EOF = success */
+    X(EXECSTART,20, P, 0)  /* i32 pid: execve follows; EOF = success
+                              (sent by the template for a child it
+                              spawned instead of forking) */
 
 enum tfork_op {
 #define TFORK_OP_ENUM(n, c, d, f) TFORK_OP_##n = c,

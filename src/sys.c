@@ -37,6 +37,7 @@ struct tfork__sys tfork__sys = {
     .sendmsg = sendmsg,
     .recvmsg = recvmsg,
     .posix_spawn = posix_spawn,
+    .posix_spawnp = posix_spawnp,
     .pidfd_open = tfork__sys_pidfd_open,
     .dup_cloexec = sys_dup_cloexec,
 };

@@ -27,6 +27,10 @@ struct tfork__sys {
                        const posix_spawn_file_actions_t *fa,
                        const posix_spawnattr_t *attr, char *const argv[],
                        char *const envp[]);
+    int (*posix_spawnp)(pid_t *pid, const char *file,
+                        const posix_spawn_file_actions_t *fa,
+                        const posix_spawnattr_t *attr, char *const argv[],
+                        char *const envp[]);
     int (*pidfd_open)(pid_t pid, unsigned flags);   /* -1 + errno */
     int (*dup_cloexec)(int fd);                     /* fcntl(F_DUPFD_CLOEXEC, 3) */
 };

@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tfork.h"
+#include "tfork-int.h"
 #include "testutil.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -135,12 +137,15 @@ END_TEST
 
 /* Ten fds: the program gets them on 0..9 (fd 9 is the pipe), and the
  * child's own socket, which may sit among those numbers, survives the
- * placing: a missing program is still reported (_i bit 1), with 127. */
+ * placing: a missing program is still reported (_i bit 1), with 127.
+ * _i bit 2: the exec is queued only after the fork has happened, so the
+ * forked child execs itself; otherwise the template spawns the program
+ * and places the fds through posix_spawn's file actions. */
 START_TEST(test_many_fds)
 {
     int fds0 = tu_fd_count();
     struct ev_loop *loop = tu_loop_for(_i & 1);
-    int missing = _i >> 1;
+    int missing = (_i >> 1) & 1, late = _i >> 2;
     struct tu_res r, tr;
     tfork *tpl, *p;
     int null, pp[2];
@@ -153,6 +158,8 @@ START_TEST(test_many_fds)
     ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
     p = tfork_fork(tpl);
     ck_assert_ptr_nonnull(p);
+    if (late)
+        RUN_UNTIL(loop, tfork_pid(p) > 0, 30);
     null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(null, 0);
     ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
@@ -421,6 +428,121 @@ START_TEST(test_program_starts_clean)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- spawn */
+
+static pid_t exec_main_pid;
+
+/* fork fails in every process but the test process itself */
+static pid_t fork_fail_in_copy(void)
+{
+    if (getpid() == exec_main_pid)
+        return tfork__sys_fork();
+    errno = EAGAIN;
+    return -1;
+}
+
+/* A child that only execs is spawned by its template, never forked: in a
+ * template whose fork always fails, an exec queued at once still runs
+ * the program (with its fds and pid), while one queued after the fork
+ * was tried needs that fork and fails with its error. */
+START_TEST(test_exec_needs_no_fork)
+{
+    int fds0 = tu_fd_count();
+    struct ev_loop *loop = tu_loop_for(_i);
+    struct tu_res r, r2, tr;
+    tfork *tpl, *p, *p2;
+    int null, pp[2];
+    char out[256];
+
+    tu_res_init(&r);
+    tu_res_init(&r2);
+    tu_res_init(&tr);
+    exec_main_pid = getpid();
+    tfork__sys.fork = fork_fail_in_copy;
+    tpl = tfork_template(loop);
+    tfork__sys.fork = tfork__sys_fork;
+    ck_assert_ptr_nonnull(tpl);
+    ck_assert_int_eq(tfork_on_exit(tpl, tu_on_exit_cb, &tr), 0);
+
+    p = tfork_fork(tpl);
+    ck_assert_ptr_nonnull(p);
+    null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(null, 0);
+    ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
+    ck_assert_int_eq(tfork_send_fd(p, null), 0);
+    ck_assert_int_eq(tfork_send_fd(p, pp[1]), 0);
+    close(null);
+    close(pp[1]);
+    ck_assert_int_eq(tfork_on_exit(p, tu_on_exit_cb, &r), 0);
+    ck_assert_int_eq(tfork_exec(p, "/bin/sh", ARGV((char *)"sh", (char *)"-c",
+                                (char *)"echo spawned $$"), NULL, tu_on_run,
+                                &r), 0);
+
+    p2 = tfork_fork(tpl);
+    ck_assert_ptr_nonnull(p2);
+    ck_assert_int_eq(tfork_on_exit(p2, tu_on_exit_cb, &r2), 0);
+    RUN_UNTIL(loop, r.run_called && r.exit_called && r2.exit_called, 30);
+    ck_assert_int_eq(tfork_exec(p2, "/bin/true", ARGV((char *)"true"), NULL,
+                                tu_on_run, &r2), 0);
+    RUN_UNTIL(loop, r2.run_called, 30);
+    tu_read_to_eof(pp[0], out, sizeof out, 30);
+    close(pp[0]);
+    tfork_free(tpl);
+    RUN_UNTIL(loop, tr.exit_called, 30);
+
+    ck_assert_int_eq(r.run_err, 0);
+    ck_assert_int_eq(r.run_fd, -1);
+    ck_assert_int_gt(r.run_pid, 0);
+    {
+        char want[64];
+
+        snprintf(want, sizeof want, "spawned %d\n", (int)r.run_pid);
+        ck_assert_str_eq(out, want);
+    }
+    ck_assert_int_eq(r.exit_pid, r.run_pid);
+    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0,
+                  "status 0x%x", r.status);
+    ck_assert_int_eq(r2.run_err, -EAGAIN);
+    ck_assert_msg(strstr(r2.msg, "fork failed") != NULL, "message: '%s'",
+                  r2.msg);
+    ck_assert_int_eq(r2.status, -1);    /* it never existed */
+    ck_assert_msg(WIFEXITED(tr.status) && WEXITSTATUS(tr.status) == 0,
+                  "template status 0x%x", tr.status);
+    tu_finish(loop, fds0);
+}
+END_TEST
+
+/* A script without "#!" is run by /bin/sh, as execvp does: posix_spawn
+ * refuses it (ENOEXEC), and the template then forks a child whose execvp
+ * runs it. */
+START_TEST(test_script_without_shebang)
+{
+    int fds0 = tu_fd_count();
+    struct ev_loop *loop = tu_loop_for(_i);
+    struct tu_res r;
+    char out[256], dir[] = "/tmp/tfork-check-exec-XXXXXX", path[64];
+    FILE *f;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/script", dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("echo no-shebang \"$1\"\n", f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(chmod(path, 0755), 0);
+    exec_capture(loop, path, ARGV((char *)"script", (char *)"one arg"),
+                 NULL, NULL, &r, out, sizeof out);
+    unlink(path);
+    rmdir(dir);
+    ck_assert_int_eq(r.run_err, 0);
+    ck_assert_str_eq(out, "no-shebang one arg\n");
+    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0,
+                  "status 0x%x", r.status);
+    ck_assert_int_eq(r.exit_pid, r.run_pid);
+    tu_finish(loop, fds0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 static Suite *exec_suite(void)
@@ -433,7 +555,7 @@ static Suite *exec_suite(void)
     tcase_add_loop_test(tc, test_echo_output, 0, 2);
     tcase_add_loop_test(tc, test_pid_is_program_pid, 0, 2);
     tcase_add_loop_test(tc, test_fds_in_order, 0, 2);
-    tcase_add_loop_test(tc, test_many_fds, 0, 4);
+    tcase_add_loop_test(tc, test_many_fds, 0, 8);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("lookup");
@@ -460,6 +582,12 @@ static Suite *exec_suite(void)
     tc = tcase_create("hygiene");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_program_starts_clean, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("spawn");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_exec_needs_no_fork, 0, 2);
+    tcase_add_loop_test(tc, test_script_without_shebang, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
