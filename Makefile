@@ -6,6 +6,9 @@
 #   make check      build and run the Check suites (tests/check_*.c)
 #   make demo       run examples/demo.sh, else the programs in $(DEMOS)
 #   make bench      run bench/run.sh (BENCH_QUICK=1: a short run)
+#   make soak       tests/soak/soak: 100000 spawn cycles, then 1000 children
+#                   alive at once; fds, children and memory must stay flat
+#                   (minutes; SOAK_CYCLES=n for fewer; not in make check)
 #   make bench-peers  install what the spawn benchmark compares with (apt-get)
 #   make install    DESTDIR and PREFIX aware; also uninstall
 #   make installcheck  install into a temporary prefix, build every example
@@ -95,7 +98,7 @@ BUILD_FLAGS = $(CC) | $(ALL_CPPFLAGS) | $(LIB_CFLAGS) | $(PROG_CFLAGS) | \
               $(LDFLAGS) | $(EV_LIBS) | $(CHECK_CFLAGS) $(CHECK_LIBS) | $(LIBS)
 
 # ---------------------------------------------------------------- build
-.PHONY: all check check-man demo bench install installcheck uninstall \
+.PHONY: all check check-man demo bench soak install installcheck uninstall \
         dist distcheck clean distclean maintainer-clean FORCE
 
 all: $(LIBS_OUT) tfork-serve $(EXAMPLES)
@@ -235,6 +238,13 @@ check-man: $(SOLIB)
 	echo "== man pages: $$n linted or resolved; the $$(echo "$$exp" | wc -l)" \
 	  "exported symbols are the API, each with a page"
 
+# The soak program lives in its own directory: any tests/*.c is linked
+# into every suite as a helper.  Linked like tests/prog_*, without Check.
+tests/soak/soak: tests/soak/soak.c libtfork.a .build-flags | config.h
+	$(call msg,CCLD,$@)$(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) \
+	  $(DEPFLAGS) -MF $@.d -MT $@ $(LDFLAGS) -rdynamic -o $@ $< \
+	  $(TEST_LINK) $(EV_LIBS) -ldl $(LIBS)
+
 # ---------------------------------------------------------------- run
 demo: all
 	@if [ -f examples/demo.sh ]; then \
@@ -259,6 +269,19 @@ bench: all $(BENCHES)
 	  echo "make bench: the benchmarks are not written yet (no bench/run.sh)." >&2; \
 	  exit 1; \
 	fi
+
+# Long, so not part of make check.  Its exec cycles run bench/tiny, or
+# /bin/true where that cannot be built (-static is refused with ASan).
+# SOAK_CYCLES and SOAK_HOLD (environment or make variables) shorten it.
+soak: tfork-serve tests/soak/soak
+	@tiny=$(CURDIR)/bench/tiny; \
+	if ! $(MAKE) --no-print-directory bench/tiny >/dev/null 2>&1; then \
+	  tiny=/bin/true; \
+	  echo "make soak: bench/tiny does not build with these flags:" \
+	    "exec cycles run /bin/true"; \
+	fi; \
+	echo "$(RUN_ENV) ./tests/soak/soak $$tiny"; \
+	$(RUN_ENV) ./tests/soak/soak $$tiny
 
 # What the spawn benchmark compares tfork with, and its plot (Debian
 # packages): make bench uses them when installed and says so when not.
@@ -401,6 +424,7 @@ clean:
 	rm -f src/*.o serve/*.o tests/*.o src/*.d serve/*.d tests/*.d \
 	  examples/*.d bench/*.d libtfork.so libtfork.so.* libtfork.a \
 	  tfork-serve tfork.pc .build-flags tests/*.so tests/*.log \
+	  tests/soak/soak tests/soak/*.d \
 	  $(patsubst %.c,%,$(wildcard examples/*.c bench/*.c tests/check_*.c tests/prog_*.c))
 distclean: clean
 	rm -f config.mk config.h config.log config.status
@@ -408,4 +432,5 @@ maintainer-clean: distclean
 	rm -rf configure configure~ config.h.in config.h.in~ autom4te.cache
 	rm -rf bench/results tfork-*.tar.gz
 
--include $(wildcard src/*.d serve/*.d tests/*.d examples/*.d bench/*.d)
+-include $(wildcard src/*.d serve/*.d tests/*.d tests/soak/*.d examples/*.d \
+  bench/*.d)
