@@ -1,6 +1,7 @@
 /* fdpass.c: frames over unix stream sockets, fds riding with SCM_RIGHTS.
  * Headers and payloads are read exactly, never ahead into the next frame. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,8 +148,23 @@ static ssize_t rd_recv(tfork_rd *r, int fd, void *buf, size_t len)
             bad = 1;    /* credentials or anything else: not ours */
         }
     }
-    if (m.msg_flags & MSG_CTRUNC)
+    if ((m.msg_flags & MSG_CTRUNC) && !bad) {
+        /* The kernel also truncates when it cannot install a descriptor
+         * here: out of fds, say so rather than blame the peer. */
+        int probe = fcntl(0, F_DUPFD_CLOEXEC, 0);
+
+        if (probe < 0 && (errno == EMFILE || errno == ENFILE)) {
+            int e = errno;
+
+            snprintf(r->err, sizeof r->err, "receive failed: %s (a "
+                     "descriptor sent with the frame was lost)",
+                     strerror(e));
+            return -e;
+        }
+        if (probe >= 0)
+            close(probe);
         bad = 1;
+    }
     if (bad) {
         snprintf(r->err, sizeof r->err, "protocol error: unexpected "
                  "control message or too many fds");
@@ -166,7 +182,7 @@ int tfork__rd_step(tfork_rd *r, int fd)
         if (n == -EAGAIN)
             return 0;
         if (n < 0) {
-            if (n != -EPROTO)
+            if (n != -EPROTO && n != -EMFILE && n != -ENFILE)
                 snprintf(r->err, sizeof r->err, "receive failed: %s",
                          strerror((int)-n));
             close_fds(r);
@@ -240,7 +256,8 @@ int tfork__rd_step(tfork_rd *r, int fd)
             n = -EPROTO;
         }
         if (n < 0) {
-            if (n != -EPROTO && n != -ENOMEM)
+            if (n != -EPROTO && n != -ENOMEM && n != -EMFILE &&
+                n != -ENFILE)
                 snprintf(r->err, sizeof r->err, "receive failed: %s",
                          strerror((int)-n));
             close_fds(r);

@@ -225,8 +225,10 @@ static void worker_error(tfork_rpc *r, int err, const char *msg, void *data)
     pool->busy++;
     if (pool->o.rpc.on_error)
         pool->o.rpc.on_error(r, err, msg, pool->o.rpc.data);
-    if ((tfork_rpc_pid(r) <= 0 || err != -EPIPE) && !transient(err) &&
-        !pool->broken) {
+    /* transient, unless the template itself is gone: it gives no more
+     * workers, whatever the reason it died of */
+    if ((tfork_rpc_pid(r) <= 0 || err != -EPIPE) && !pool->broken &&
+        (!transient(err) || pool->tpl->err || pool->tpl->fd < 0)) {
         pool->broken = err;
         free(pool->brokenmsg);
         pool->brokenmsg = strdup(msg);

@@ -813,8 +813,8 @@ static int fault_fds_of(pid_t pid, int *hi)
 
 /* The template has no descriptor left when a child's socket (FORK)
  * reaches it: the kernel drops the fd and flags the control message as
- * truncated; the template cannot tell that from a peer sending too many
- * fds, answers with a protocol error and exits 2.  Every request in
+ * truncated; the template sees it is out of fds, says so (-EMFILE, not
+ * a protocol error) and exits 2.  Every request in
  * flight gets exactly one callback with that error, the template's
  * on_exit its status, and every fd it held is closed. */
 START_TEST(test_emfile_template)
@@ -859,10 +859,10 @@ START_TEST(test_emfile_template)
     APIV(tfork_free(t));
     RUN_UNTIL(T.loop, fault_all_called(r, 3, e, 3) && et.calls, 30.);
     /* the template's own words, from its ERROR frame */
-    snprintf(want, sizeof want, "protocol error: unexpected control "
-             "message or too many fds");
+    snprintf(want, sizeof want, "receive failed: Too many open files (a "
+             "descriptor sent with the frame was lost)");
     for (int i = 0; i < 3; i++) {
-        fault_failed(&r[i], -EPROTO, want);
+        fault_failed(&r[i], -EMFILE, want);
         ck_assert_int_eq(e[i].calls, 1);
         ck_assert_int_eq(e[i].status, -1);
     }
@@ -1853,6 +1853,67 @@ START_TEST(test_pool_faults)
 }
 END_TEST
 
+/* The pool's template runs out of descriptors and exits: -EMFILE, which
+ * for a fork refused by a live template would be worth another try, here
+ * breaks the pool -- every queued call and every later one fails with
+ * it, once, and the pool does not keep starting workers from a template
+ * that is gone. */
+START_TEST(test_pool_template_emfile)
+{
+    struct fault_job first, j[6];
+    tfork_pool_opts o = { .max = 1, .start = 0.001, .max_reqs = 1,
+                          .on_destroy = fault_pool_destroy };
+    struct iovec v = { (void *)"echo x", 6 };
+    struct rlimit rl;
+    tfork_pool *pool;
+    tfork *tpl;
+    pid_t tp;
+    int n, hi;
+
+    fault_begin(0, "pool template out of fds");
+    memset(&first, 0, sizeof first);
+    memset(j, 0, sizeof j);
+    fault_destroyed = 0;
+    tpl = tfork_template(T.loop);
+    ck_assert_ptr_nonnull(tpl);
+    tp = tfork_pid(tpl);
+    fault_add_tpl(tp);
+    pool = tfork_pool_new(tpl, "fault_pool_job", &o);
+    ck_assert_ptr_nonnull(pool);
+    ck_assert_int_eq(API(tfork_pool_call(pool, 1, &v, fault_job_cb, &first)),
+                     0);
+    RUN_UNTIL(T.loop, first.called, 30.);
+    ck_assert_int_eq(first.err, 0);
+    /* no room left: the next worker's socket cannot reach it */
+    n = fault_fds_of(tp, &hi);
+    rl.rlim_cur = rl.rlim_max = (rlim_t)(hi + 1);
+    ck_assert_int_eq(prlimit(tp, RLIMIT_NOFILE, &rl, NULL), 0);
+    (void)n;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(API(tfork_pool_call(pool, 1, &v, fault_job_cb,
+                                             &j[i])), 0);
+    RUN_UNTIL(T.loop, fault_jobs_done(j, 3), 30.);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(j[i].called == 1, "call %d answered %d times", i,
+                      j[i].called);
+        ck_assert_msg(j[i].err == -EMFILE && strstr(j[i].msg,
+                      "Too many open files"), "call %d: %d '%s'", i,
+                      j[i].err, j[i].msg);
+    }
+    /* broken, no worker left: later calls are refused at once, as for a
+     * template that is gone (tfork_pool_call's -EPIPE) */
+    for (int i = 3; i < 6; i++)
+        ck_assert_int_eq(API(tfork_pool_call(pool, 1, &v, fault_job_cb,
+                                             &j[i])), -EPIPE);
+    for (int i = 3; i < 6; i++)
+        ck_assert_int_eq(j[i].called, 0);
+    APIV(tfork_pool_free(pool));
+    RUN_UNTIL(T.loop, fault_destroyed, 30.);
+    ck_assert_int_eq(fault_destroyed, 1);
+    fault_end();
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 static Suite *fault_suite(void)
@@ -1898,6 +1959,7 @@ static Suite *fault_suite(void)
     tc = tcase_create("pool");
     tcase_set_timeout(tc, FAULT_TIMEOUT);
     tcase_add_test(tc, test_pool_faults);
+    tcase_add_test(tc, test_pool_template_emfile);
     suite_add_tcase(s, tc);
     return s;
 }
