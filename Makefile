@@ -68,11 +68,14 @@ msg =
 endif
 
 # ---------------------------------------------------------------- sources
-LIB_SRCS   = $(wildcard src/*.c) $(filter-out serve/main.c,$(wildcard serve/*.c))
+LIB_SRCS   = $(wildcard src/*.c) $(filter-out serve/main.c serve/tfork-task.c,\
+               $(wildcard serve/*.c))
 SERVE_SRCS = serve/main.c $(LIB_SRCS)
+TASK_SRCS  = serve/tfork-task.c $(LIB_SRCS)
 LIB_OBJS   = $(LIB_SRCS:.c=.o)
 SERVE_OBJS = $(SERVE_SRCS:.c=.o)
-ALL_OBJS   = $(sort $(LIB_OBJS) $(SERVE_OBJS))
+TASK_OBJS  = $(TASK_SRCS:.c=.o)
+ALL_OBJS   = $(sort $(LIB_OBJS) $(SERVE_OBJS) $(TASK_OBJS))
 
 SOMAJOR = $(firstword $(subst ., ,$(VERSION)))
 SOLIB   = libtfork.so.$(VERSION)
@@ -101,7 +104,7 @@ BUILD_FLAGS = $(CC) | $(ALL_CPPFLAGS) | $(LIB_CFLAGS) | $(PROG_CFLAGS) | \
 .PHONY: all check check-man demo bench soak install installcheck uninstall \
         dist distcheck clean distclean maintainer-clean FORCE
 
-all: $(LIBS_OUT) tfork-serve $(EXAMPLES)
+all: $(LIBS_OUT) tfork-serve tfork-task $(EXAMPLES)
 
 src/%.o: src/%.c .build-flags | config.h
 	$(call msg,CC,$@)$(CC) $(ALL_CPPFLAGS) $(LIB_CFLAGS) $(DEPFLAGS) -c -o $@ $<
@@ -125,6 +128,11 @@ libtfork.a: $(LIB_OBJS)
 tfork-serve: $(SERVE_OBJS)
 	$(call msg,LD,$@)$(CC) $(LIB_CFLAGS) $(LDFLAGS) -rdynamic -o $@ \
 	  $(SERVE_OBJS) $(EV_LIBS) -ldl $(LIBS)
+# tfork-task (tfork_task(3) from the command line) carries libtfork the same
+# way, so it runs from the build tree and needs no installed library.
+tfork-task: $(TASK_OBJS)
+	$(call msg,LD,$@)$(CC) $(LIB_CFLAGS) $(LDFLAGS) -o $@ \
+	  $(TASK_OBJS) $(EV_LIBS) -ldl $(LIBS)
 
 # Examples and benchmarks link the build tree's libtfork.so and find it at
 # run time through $ORIGIN, so they run in place without LD_LIBRARY_PATH.
@@ -177,7 +185,7 @@ check:
 else
 # Runs every suite even when one fails; each suite's output goes to
 # tests/check_X.log and is shown; the last line sums Check's summaries.
-check: check-man $(LIBS_OUT) tfork-serve $(MOD_LIBS) $(PROG_BINS) $(TESTS)
+check: check-man $(LIBS_OUT) tfork-serve tfork-task $(MOD_LIBS) $(PROG_BINS) $(TESTS)
 	@passed=0; failed=0; badsuites=; \
 	for t in $(TESTS); do \
 	  case $$t in /*) cmd=$$t ;; *) cmd=./$$t ;; esac; \
@@ -314,7 +322,7 @@ tfork.pc: config.mk .build-flags
 
 install: all tfork.pc
 	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir)/pkgconfig \
-	  $(DESTDIR)$(libexecdir)
+	  $(DESTDIR)$(libexecdir) $(DESTDIR)$(bindir)
 	install -m 644 include/tfork.h $(DESTDIR)$(includedir)/
 	if [ -d include/tfork ]; then \
 	  install -d $(DESTDIR)$(includedir)/tfork && \
@@ -325,6 +333,7 @@ install: all tfork.pc
 	install -m 644 libtfork.a $(DESTDIR)$(libdir)/
 	install -m 644 tfork.pc $(DESTDIR)$(libdir)/pkgconfig/
 	install -m 755 tfork-serve $(DESTDIR)$(libexecdir)/
+	install -m 755 tfork-task $(DESTDIR)$(bindir)/
 	for f in $(wildcard man/*.[1-9]); do \
 	  s=$${f##*.}; install -d $(DESTDIR)$(mandir)/man$$s && \
 	  install -m 644 $$f $(DESTDIR)$(mandir)/man$$s/ || exit 1; done
@@ -362,7 +371,7 @@ uninstall:
 	rm -f $(DESTDIR)$(includedir)/tfork.h $(DESTDIR)$(libdir)/$(SOLIB) \
 	  $(DESTDIR)$(libdir)/$(SONAME) $(DESTDIR)$(libdir)/libtfork.so \
 	  $(DESTDIR)$(libdir)/libtfork.a $(DESTDIR)$(libdir)/pkgconfig/tfork.pc \
-	  $(DESTDIR)$(libexecdir)/tfork-serve
+	  $(DESTDIR)$(libexecdir)/tfork-serve $(DESTDIR)$(bindir)/tfork-task
 	rm -rf $(DESTDIR)$(includedir)/tfork
 	for f in $(wildcard man/*.[1-9]); do \
 	  rm -f $(DESTDIR)$(mandir)/man$${f##*.}/$${f##*/}; done
@@ -423,7 +432,7 @@ FORCE:
 clean:
 	rm -f src/*.o serve/*.o tests/*.o src/*.d serve/*.d tests/*.d \
 	  examples/*.d bench/*.d libtfork.so libtfork.so.* libtfork.a \
-	  tfork-serve tfork.pc .build-flags tests/*.so tests/*.log \
+	  tfork-serve tfork-task tfork.pc .build-flags tests/*.so tests/*.log \
 	  tests/soak/soak tests/soak/*.d \
 	  $(patsubst %.c,%,$(wildcard examples/*.c bench/*.c tests/check_*.c tests/prog_*.c))
 distclean: clean

@@ -61,6 +61,8 @@ run "rpc-hash: a worker function called from a loop that never blocks" 0 \
     rpc-hash
 run "pool-map: a pool of workers, map and stream" 0 \
     pool-map
+run "task-hash: a task server forked early, checkouts that hash and verify" 0 \
+    task-hash
 run "exec: a command from the template, stdout through a pipe" 0 \
     exec
 run "exec: the exit status comes back" 0 \

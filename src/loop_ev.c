@@ -397,6 +397,10 @@ void tfork__timer_stop(tfork__timer *t)
 void tfork__timer_start(tfork__timer *t, double seconds, int ref)
 {
     tfork__timer_stop(t);
+    /* from now, not from the loop's cached time: that is as old as the
+     * loop's last wake-up, and a caller busy outside the loop since then
+     * would see its timeout expire early, or at once */
+    ev_now_update(t->loop);
     ev_timer_set(&t->t, seconds > 0 ? seconds : 0., 0.);
     ev_timer_start(t->loop, &t->t);
     t->ref = !!ref;

@@ -432,6 +432,73 @@ nomem:
     return NULL;
 }
 
+tfork_rpc *tfork__rpc_attach(struct ev_loop *loop, int fd, const char *func,
+                             const tfork_rpc_opts *o)
+{
+    static const tfork_rpc_opts defaults;
+    tfork_rpc *r;
+    tfork_buf b;
+
+    if (!o)
+        o = &defaults;
+    if (!loop || fd < 0 || bad_name(func) || o->init || o->async) {
+        errno = EINVAL;
+        return NULL;
+    }
+    r = calloc(1, sizeof *r);
+    if (!r || !(r->func = strdup(func)))
+        goto nomem;
+    r->loop = loop;
+    r->fd = -1;
+    r->o = *o;
+    tfork__rrd_init(&r->rd, 0);
+    r->w = tfork__watch_new(loop, io_cb, NULL, r);
+    if (!r->w)
+        goto nomem;
+    tfork__buf_frame(&b, TFORK_OP_RPC_SETUP, 0);
+    tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
+    tfork__buf_u32(&b, TFORK_PROTO_VERSION);
+    tfork__buf_u32(&b, 0);
+    tfork__buf_str(&b, func, strlen(func));
+    tfork__buf_str(&b, "", 0);
+    if (tfork__outq_push(&r->q, &b, -1) < 0)
+        goto nomem;
+    r->fd = fd;
+    kick(r);
+    return r;
+nomem:
+    if (r)
+        release_now(r);
+    errno = ENOMEM;
+    return NULL;
+}
+
+void tfork__rpc_abort(tfork_rpc *r, int err, const char *msg)
+{
+    if (!r || r->freed)
+        return;
+    r->busy++;
+    r->freed = 1;
+    lose(r, err, msg);          /* pending calls, on_error: at once */
+    r->release = 1;
+    unbusy(r);
+}
+
+void tfork__rpc_detach(tfork_rpc *r)
+{
+    if (!r)
+        return;
+    r->o.on_event = NULL;
+    r->o.on_error = NULL;
+    r->o.on_destroy = NULL;
+}
+
+void tfork__rpc_set_pid(tfork_rpc *r, pid_t pid)
+{
+    if (r && !r->lost)
+        r->pid = pid;
+}
+
 int tfork_rpc_call(tfork_rpc *r, int n, const struct iovec *args,
                    tfork_rpc_cb *cb, void *data)
 {

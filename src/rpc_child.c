@@ -183,19 +183,24 @@ int tfork_rpc_reply(tfork_rpc_req *h, int n, const struct iovec *res)
 
 int tfork_rpc_fail(tfork_rpc_req *h, const char *msg)
 {
+    return tfork__rpc_fail_code(h, -ECANCELED, msg);
+}
+
+int tfork__rpc_fail_code(tfork_rpc_req *h, int err, const char *msg)
+{
     tfork_rpc_req *req = req_find(h);
     tfork_buf b;
     size_t len;
     int e;
 
-    if (!req)
+    if (!req || err >= 0 || err < -4095)
         return -EINVAL;
     if (!msg)
         msg = "";
     len = strnlen(msg, TFORK_STR_MAX);
     tfork__buf_frame(&b, TFORK_OP_RPC_FAIL, 0);
     tfork__buf_u32(&b, req->id);
-    tfork__buf_u32(&b, (uint32_t)-ECANCELED);
+    tfork__buf_u32(&b, (uint32_t)err);
     tfork__buf_str(&b, msg, len);
     e = send_frame(&b);
     if (e == -ENOMEM)
@@ -363,6 +368,13 @@ static int serve_async(void)
 
 int tfork__rpc_server(int fd, int argc, const tfork_arg *argv)
 {
+    return tfork__rpc_serve(fd, argc, argv, NULL, NULL, NULL);
+}
+
+int tfork__rpc_serve(int fd, int argc, const tfork_arg *argv,
+                     const char *fixed, tfork_rpc_func *fixed_func,
+                     void (*started)(void))
+{
     tfork_hdr h;
     const unsigned char *pl;
     tfork_cur cur;
@@ -403,8 +415,20 @@ int tfork__rpc_server(int fd, int argc, const tfork_arg *argv)
         send_fail(0, -ENOMEM, "rpc child: out of memory");
         return 3;
     }
-    tfork__proctitle("tfork: rpc %s", func);
-    S.func = (tfork_rpc_func *)tfork__lookup(func);
+    if (fixed) {
+        /* the function is ours to choose, not the peer's: a peer that
+         * asks for another gets nothing called */
+        if (strcmp(func, fixed) != 0 || initlen || S.async) {
+            S.async = 0;
+            send_fail(0, -EPROTO, "rpc child: this server serves only "
+                      "%s, synchronously and without init", fixed);
+            return 2;
+        }
+        S.func = fixed_func;
+    } else {
+        tfork__proctitle("tfork: rpc %s", func);
+        S.func = (tfork_rpc_func *)tfork__lookup(func);
+    }
     if (!S.func) {
         S.async = 0;            /* report with a plain blocking send */
         send_fail(0, -ENOENT, "rpc function %s not found in the child",
@@ -446,5 +470,7 @@ int tfork__rpc_server(int fd, int argc, const tfork_arg *argv)
             return 1;
         }
     }
+    if (started)
+        started();
     return S.async ? serve_async() : serve_sync();
 }

@@ -13,6 +13,7 @@
 #include "tfork.h"
 #include "tfork/rpc.h"
 #include "tfork/pool.h"
+#include "tfork/task.h"
 #include "proto.h"
 
 #define TFORK_HIDDEN __attribute__((visibility("hidden")))
@@ -113,6 +114,22 @@ tfork_rpc *tfork__rpc_new(tfork *p, const char *func,
 /* SIGKILL to the child, now or as soon as its pid is known. */
 void tfork__rpc_kill(tfork_rpc *r);
 
+/* An RPC parent on a socket connected some other way (the task client):
+ * fd (non-blocking, connected) is the handle's once it returns; the peer
+ * must serve func synchronously, without init.  NULL with errno (fd is
+ * then still the caller's). */
+tfork_rpc *tfork__rpc_attach(struct ev_loop *loop, int fd, const char *func,
+                             const tfork_rpc_opts *o);
+/* Drops the connection now: pending calls fail with err and msg, then
+ * on_error, all before it returns; the handle is then released.  A no-op
+ * after tfork_rpc_free. */
+void tfork__rpc_abort(tfork_rpc *r, int err, const char *msg);
+/* No more on_event, on_error, on_destroy (their data may be gone); the
+ * calls' own callbacks still run. */
+void tfork__rpc_detach(tfork_rpc *r);
+/* The peer's pid, for tfork_rpc_pid and messages, once it is known. */
+void tfork__rpc_set_pid(tfork_rpc *r, pid_t pid);
+
 /* ---- pool.c, for pool_map.c ---- */
 struct ev_loop *tfork__pool_loop(const tfork_pool *pool);
 /* Calls tfork_pool_call accepts now without -EAGAIN (INT_MAX: any). */
@@ -122,6 +139,23 @@ int tfork__pool_room(const tfork_pool *pool);
 /* The run function of an RPC child (registered by rpc.c). */
 int tfork__rpc_server(int fd, int argc, const tfork_arg *argv);
 #define TFORK__RPC_SERVER "tfork__rpc_server"
+/* The same server loop; with fixed set, SETUP must name exactly fixed
+ * (sync, no init) and fixed_func serves the calls: the peer cannot pick
+ * another function.  started() runs once SETUP was accepted. */
+int tfork__rpc_serve(int fd, int argc, const tfork_arg *argv,
+                     const char *fixed, tfork_rpc_func *fixed_func,
+                     void (*started)(void));
+/* tfork_rpc_fail with another code than -ECANCELED. */
+int tfork__rpc_fail_code(tfork_rpc_req *req, int err, const char *msg);
+
+/* ---- task_server.c, task_worker.c, task_client.c ---- */
+#define TFORK__TASK_WORKER "tfork__task_worker"  /* the workers' run func */
+#define TFORK__TASK_FUNC "tfork-task"   /* the RPC function they serve */
+int tfork__task_worker(int fd, int argc, const tfork_arg *argv);
+/* A tfork/task.h address: *path is the unix path inside a (NULL for
+ * TCP).  0 or -EINVAL. */
+int tfork__task_addr(const char *a, struct sockaddr_storage *ss,
+                     socklen_t *len, const char **path);
 
 /* ---- export.c ---- */
 /* A function by name: the TFORK_EXPORT registry, then dlsym. */
