@@ -4,6 +4,8 @@
 #
 #   make            libtfork.so/.a, tfork-serve, examples
 #   make check      build and run the Check suites (tests/check_*.c)
+#   make check-valgrind  the client-side suites under valgrind memcheck
+#                   (check-valgrind-all: every suite, fault, rpc and pool too)
 #   make demo       run examples/demo.sh, else the programs in $(DEMOS)
 #   make bench      run bench/run.sh (BENCH_QUICK=1: a short run)
 #   make soak       tests/soak/soak: 100000 spawn cycles, then 1000 children
@@ -101,8 +103,9 @@ BUILD_FLAGS = $(CC) | $(ALL_CPPFLAGS) | $(LIB_CFLAGS) | $(PROG_CFLAGS) | \
               $(LDFLAGS) | $(EV_LIBS) | $(CHECK_CFLAGS) $(CHECK_LIBS) | $(LIBS)
 
 # ---------------------------------------------------------------- build
-.PHONY: all check check-man demo bench soak install installcheck uninstall \
-        dist distcheck clean distclean maintainer-clean FORCE
+.PHONY: all check check-man check-valgrind check-valgrind-all demo bench \
+        soak install installcheck uninstall dist distcheck clean distclean \
+        maintainer-clean FORCE
 
 all: $(LIBS_OUT) tfork-serve tfork-task $(EXAMPLES)
 
@@ -185,12 +188,16 @@ check:
 else
 # Runs every suite even when one fails; each suite's output goes to
 # tests/check_X.log and is shown; the last line sums Check's summaries.
+# Each suite runs under $(CHECK_WRAPPER) if set; a suite whose log has a
+# line matching $(CHECK_FAIL_RE) fails (one more failure), whatever its
+# exit status: a wrapper's reports from a forked child reach the log but
+# not the suite's status (see check-valgrind).
 check: check-man $(LIBS_OUT) tfork-serve tfork-task $(MOD_LIBS) $(PROG_BINS) $(TESTS)
 	@passed=0; failed=0; badsuites=; \
 	for t in $(TESTS); do \
 	  case $$t in /*) cmd=$$t ;; *) cmd=./$$t ;; esac; \
 	  echo "== $$t"; \
-	  $(TEST_ENV) $$cmd </dev/null >$$t.log 2>&1; rc=$$?; \
+	  $(TEST_ENV) $(CHECK_WRAPPER) $$cmd </dev/null >$$t.log 2>&1; rc=$$?; \
 	  cat $$t.log; \
 	  sum=$$(awk '/^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+/ \
 	    { gsub(/,/, ""); n++; c += $$3; f += $$5 + $$7 } \
@@ -205,6 +212,11 @@ check: check-man $(LIBS_OUT) tfork-serve tfork-task $(MOD_LIBS) $(PROG_BINS) $(T
 	    echo "$$t: no Check summary line (exit status $$rc): counted as 1 failure"; \
 	    failed=$$((failed + 1)); \
 	  fi; \
+	  if [ -n '$(CHECK_FAIL_RE)' ] && \
+	     n=$$(grep -cE '$(CHECK_FAIL_RE)' $$t.log); then \
+	    echo "$$t: $$n lines of $(CHECK_FAIL_WHAT) reports (above): counted as 1 failure"; \
+	    failed=$$((failed + 1)); rc=1; \
+	  fi; \
 	  [ $$rc -eq 0 ] || badsuites="$$badsuites $$t"; \
 	done; \
 	echo; \
@@ -212,6 +224,46 @@ check: check-man $(LIBS_OUT) tfork-serve tfork-task $(MOD_LIBS) $(PROG_BINS) $(T
 	echo "$$passed passed, $$failed failed"; \
 	[ -z "$$badsuites" ] && [ $$failed -eq 0 ]
 endif
+
+# make check-valgrind: the client-side suites (below: core, faults and
+# the task client; TESTS=... for others) under valgrind memcheck.  Any
+# error in any process fails: in the suite itself through its exit
+# status (99), in a process it forked (Check's per-test fork,
+# tfork_template copies, their children) or exec'd (tfork-serve, tests/prog_*) through the report in the log, as
+# -q makes memcheck's reports the only "==PID== " lines.  Valgrind's own
+# "--PID--" notes (valgrind 3.19 does not know pidfd_open: the library
+# falls back to a timer) are not errors.  check-valgrind-all runs every
+# suite, rpc and pool too.
+VALGRIND       ?= valgrind
+VALGRIND_TESTS  = tests/check_proto tests/check_core tests/check_exec \
+                  tests/check_life tests/check_fault tests/check_task \
+                  tests/check_task_docs
+# Memory errors and definite leaks count (and only those are shown, so
+# that every "==PID== " line is an error); forked children report too
+# (--child-silent-after-fork=no, the default, said for the reader).
+# Exec'd children are traced, so tfork-serve and the templates and
+# children it forks are checked as well, but not the system programs
+# the exec tests run (sh, env, echo, true). --vgdb=no: no gdbserver
+# FIFOs in /tmp, which killed processes would leave behind.
+VALGRIND_FLAGS ?= -q --error-exitcode=99 --leak-check=full \
+                  --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+                  --child-silent-after-fork=no --trace-children=yes \
+                  --trace-children-skip='/bin/*,/sbin/*,/usr/bin/*,/usr/sbin/*,/usr/local/bin/*,/usr/local/sbin/*' \
+                  --vgdb=no
+# Check's timeouts (per TCase) stretched for valgrind's slowdown.
+VALGRIND_CK_TIMEOUT_MULTIPLIER ?= 4
+ifeq ($(CHECK_VALGRIND),yes)
+CHECK_WRAPPER = env CK_TIMEOUT_MULTIPLIER=$(VALGRIND_CK_TIMEOUT_MULTIPLIER) \
+                $(VALGRIND) $(VALGRIND_FLAGS)
+CHECK_FAIL_RE = ^==[0-9]+==[ ]
+CHECK_FAIL_WHAT = valgrind
+endif
+check-valgrind check-valgrind-all:
+	@command -v $(VALGRIND) >/dev/null 2>&1 || { echo "make $@: $(VALGRIND)" \
+	  "is not installed (Debian: apt-get install valgrind)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory check CHECK_VALGRIND=yes TESTS='$(strip \
+	  $(if $(filter check-valgrind-all,$@),$(CHECK_BINS), \
+	  $(if $(filter-out file,$(origin TESTS)),$(TESTS),$(VALGRIND_TESTS))))'
 
 # The man pages: each page lints clean (mandoc -T lint, else groff -ww);
 # each .so stub names a page that exists; every symbol libtfork exports

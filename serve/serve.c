@@ -436,6 +436,31 @@ static const struct peek_frame *spawnable(const struct peek *pk)
     return f;
 }
 
+/* Whether posix_spawn can be trusted to report a failed exec.  glibc's
+ * learns of it through memory shared with its CLONE_VM|CLONE_VFORK
+ * child; valgrind runs that child as a plain fork, so there posix_spawn
+ * says 0 for a missing program and the "child" exits 127.  Under
+ * valgrind (its preload objects mapped) the child is forked instead,
+ * and its own execvpe reports the errno. */
+static int spawn_reports_errors(void)
+{
+    static int r = -1;          /* not known yet; forks inherit it */
+    char line[4352];
+    FILE *f;
+
+    if (r >= 0)
+        return r;
+    r = 1;
+    f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return r;
+    while (r && fgets(line, sizeof line, f))
+        if (strstr(line, "/vgpreload_"))
+            r = 0;
+    fclose(f);
+    return r;
+}
+
 /* posix_spawn of the peeked EXEC with the args' fds on 0, 1, 2, ...:
  * 0 and the pid, or a positive errno (the caller then forks, and the
  * child's own execvpe fails and reports it, exactly as without this). */
@@ -551,7 +576,7 @@ static void serve_FORK(struct serve *s)
         protocol_error(s, "FORK");
     s->rd.fds[0] = -1;
     pk = peek_read(child_sock);
-    if (!(flags & TFORK_FORK_NEWROOT)) {
+    if (!(flags & TFORK_FORK_NEWROOT) && spawn_reports_errors()) {
         const struct peek_frame *ef = spawnable(pk);
 
         if (ef && spawn_exec(s, pk, ef, &pid) == 0) {

@@ -339,6 +339,12 @@ struct ev_loop *tfork__loop_new(void)
     return ev_loop_new(EVFLAG_AUTO);
 }
 
+void tfork__loop_free(struct ev_loop *loop)
+{
+    if (loop)
+        ev_loop_destroy(loop);
+}
+
 void tfork__loop_run(struct ev_loop *loop)
 {
     ev_run(loop, 0);

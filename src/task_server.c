@@ -443,7 +443,8 @@ pid_t tfork_task_fork_server(const tfork_task_server_opts *o)
         return st;
     }
     if (pid == 0) {
-        struct ev_loop *loop;
+        /* static: what the server holds stays reachable until _exit */
+        static struct ev_loop *loop;
         tfork_task_server *s;
         tfork__watch *w;
 
@@ -456,8 +457,12 @@ pid_t tfork_task_fork_server(const tfork_task_server_opts *o)
         tfork__proctitle("tfork-task %s: server", s ? s->name : "task");
         w = s ? tfork__watch_new(loop, keepalive_cb, NULL, loop) : NULL;
         st = w ? 0 : (errno ? errno : ENOMEM);
-        if (write(ready[1], &st, sizeof st) != sizeof st || st)
+        if (write(ready[1], &st, sizeof st) != sizeof st || st) {
+            tfork__watch_free(w);
+            tfork_task_server_free(s);
+            tfork__loop_free(loop);
             _exit(1);
+        }
         close(ready[1]);
         tfork__watch_io(w, ka[0], 1, 0, 1);
         tfork__loop_run(loop);

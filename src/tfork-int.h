@@ -320,6 +320,7 @@ void tfork__watch_free(tfork__watch *w);
 /* The async RPC child's own loop. */
 struct ev_loop *tfork__loop_new(void);
 void tfork__loop_run(struct ev_loop *loop);
+void tfork__loop_free(struct ev_loop *loop);
 void tfork__loop_break(struct ev_loop *loop);
 /* A timer: fn(arg) once, after seconds; ref 0: it does not keep ev_run
  * alive.  Starting a started timer restarts it. */

@@ -37,6 +37,7 @@
 #include "tfork/pool.h"
 #include "core_report.h"
 #include "testutil.h"
+#include "under_valgrind.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -743,6 +744,13 @@ START_TEST(test_emfile_client)
     tfork *t, *c, *c2;
     char want[64], *got;
 
+    /* valgrind (3.19) lets socketpair() hand out fds above the
+     * RLIMIT_NOFILE it shows its client: no EMFILE to provoke there */
+    if (uv_running(0)) {
+        fprintf(stderr, "test_emfile_client:%d: skipped: under valgrind "
+                "socketpair() ignores RLIMIT_NOFILE\n", _i);
+        return;
+    }
     fault_begin(_i, "EMFILE in the client");
     t = fault_tpl(&fault_copy);
     c = fault_fork(t);

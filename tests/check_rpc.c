@@ -33,6 +33,7 @@
 #include "tfork.h"
 #include "tfork/rpc.h"
 #include "testutil.h"
+#include "under_valgrind.h"
 
 #define RB_GUARD 100.           /* seconds before a hung loop fails */
 #define RB_TIMEOUT 150          /* Check's own limit per test */
@@ -165,21 +166,16 @@ static const char *rb_mod(void)
     return tu_testdir("mod_rpc.so");
 }
 
-/* pid runs the tfork-serve of the build tree (the default template). */
+/* pid runs the tfork-serve of the build tree (the default template),
+ * also under valgrind (see uv_runs_exe). */
 static int rb_is_serve(pid_t pid)
 {
-    char path[64], exe[4096], want[4096];
+    char want[4096];
     const char *serve = getenv("TFORK_SERVE");
-    ssize_t n;
 
     if (!serve || !realpath(serve, want))
         return 0;
-    snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
-    n = readlink(path, exe, sizeof exe - 1);
-    if (n < 0)
-        return 0;
-    exe[n] = 0;
-    return strcmp(exe, want) == 0;
+    return uv_runs_exe(pid, want);
 }
 
 /* A child rb_end leaves: the default template, running (T.deftpl). */

@@ -21,6 +21,7 @@
 #include "tfork.h"
 #include "tfork/task.h"
 #include "testutil.h"
+#include "under_valgrind.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -247,13 +248,21 @@ START_TEST(test_tfork_task_program)
     ck_assert_msg(strcmp(line, addr) == 0, "tfork-task printed '%s', not "
                   "'%s' (it exits 2 when it cannot serve)", line, addr);
 
-    snprintf(tmp, sizeof tmp, "/proc/%d/cmdline", (int)pid);
+    /* under valgrind cmdline is valgrind's: the kernel's comm holds the
+     * title's first 15 bytes */
+    snprintf(tmp, sizeof tmp, "/proc/%d/%s", (int)pid,
+             uv_running(pid) ? "comm" : "cmdline");
     f = fopen(tmp, "re");
     ck_assert_ptr_nonnull(f);
     n = fread(title, 1, sizeof title - 1, f);
     fclose(f);
     title[n] = '\0';
-    ck_assert_str_eq(title, "tfork-task docs: server");
+    if (uv_running(pid)) {
+        title[strcspn(title, "\n")] = '\0';
+        ck_assert_str_eq(title, "tfork-task docs");
+    } else {
+        ck_assert_str_eq(title, "tfork-task docs: server");
+    }
 
     memset(&a, 0, sizeof a);
     memset(&o, 0, sizeof o);

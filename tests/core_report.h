@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "tfork.h"
+#include "under_valgrind.h"
 
 #define CORE_HEX_MAX 256        /* args up to this long are shown in hex */
 #define CORE_REC_MAX 8192       /* eval records kept by a process */
@@ -56,9 +57,11 @@ static inline int core_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-/* Open descriptors, not counting the one opendir() itself uses. */
+/* Open descriptors, not counting the one opendir() itself uses, nor
+ * valgrind's own (see uv_fd_end). */
 static inline int core_count_fds(void)
 {
+    int end = uv_fd_end();
     DIR *d = opendir("/proc/self/fd");
     struct dirent *e;
     int n = 0;
@@ -66,7 +69,7 @@ static inline int core_count_fds(void)
     if (!d)
         return -1;
     while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
+        if (e->d_name[0] != '.' && atoi(e->d_name) < end)
             n++;
     closedir(d);
     return n - 1;

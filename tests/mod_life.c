@@ -8,13 +8,51 @@
 #include <unistd.h>
 
 #include "tfork.h"
+#include "under_valgrind.h"
+
+/* The signal mask and dispositions as the process itself sees them
+ * (sigprocmask, sigaction), in the hex format of /proc/self/status: bit
+ * n-1 for signal n.  Under valgrind they are the only view of the
+ * program's own: the kernel's (/proc) shows the handlers valgrind
+ * installs for every signal. */
+static void life_sig_view(int fd, int vg)
+{
+    unsigned long long blk = 0, ign = 0, cgt = 0;
+    sigset_t mask;
+
+    if (sigprocmask(SIG_BLOCK, NULL, &mask) < 0)
+        sigfillset(&mask);
+    for (int s = 1; s <= 64; s++) {
+        struct sigaction sa;
+        unsigned long long bit = 1ull << (s - 1);
+
+        /* SIGRTMAX is valgrind's own (VG_SIGVGKILL): it shows it ignored */
+        if (vg && s == SIGRTMAX)
+            continue;
+        if (sigismember(&mask, s) == 1)
+            blk |= bit;
+        /* glibc refuses its internal signals (32, 33): it uses them only
+         * once threads are cancelled or change ids */
+        if (sigaction(s, NULL, &sa) < 0)
+            continue;
+        if (sa.sa_handler == SIG_IGN)
+            ign |= bit;
+        else if (sa.sa_handler != SIG_DFL)
+            cgt |= bit;
+    }
+    dprintf(fd, "ActBlk: %016llx\nActIgn: %016llx\nActCgt: %016llx\n", blk,
+            ign, cgt);
+}
 
 /* Writes what the child observes of itself over its socket, one item a
  * line:  pid N / ppid N / sock N / arg I fd N | arg I str S /
- * fd N TARGET (every open descriptor) / the SigBlk, SigIgn, SigCgt lines
- * of /proc/self/status / end. */
+ * fd N TARGET (every open descriptor but valgrind's, see uv_fd_end) /
+ * the SigBlk, SigIgn, SigCgt lines of /proc/self/status / the same seen
+ * through sigprocmask and sigaction: ActBlk, ActIgn, ActCgt /
+ * valgrind 0|1 (whether this process runs under it) / end. */
 int life_report(int fd, int argc, const tfork_arg *argv)
 {
+    int vg = uv_running(0), fd_end = uv_fd_end();
     DIR *d;
     struct dirent *de;
     FILE *st;
@@ -39,7 +77,7 @@ int life_report(int fd, int argc, const tfork_arg *argv)
         if (de->d_name[0] == '.')
             continue;
         num = atoi(de->d_name);
-        if (num == dirfd(d))
+        if (num == dirfd(d) || num >= fd_end)
             continue;
         snprintf(path, sizeof path, "/proc/self/fd/%d", num);
         n = readlink(path, target, sizeof target - 1);
@@ -59,7 +97,8 @@ int life_report(int fd, int argc, const tfork_arg *argv)
             dprintf(fd, "%s", line);
     }
     fclose(st);
-    dprintf(fd, "end\n");
+    life_sig_view(fd, vg);
+    dprintf(fd, "valgrind %d\nend\n", vg);
     return 0;
 }
 
