@@ -429,11 +429,33 @@ static void handle_frame(tfork *p)
     doom(p);
 }
 
+/* Sends what p's socket takes; first, the frames of children whose
+ * FORK is among p's: a child's commands queued before its FORK went out
+ * reach its socket before the template reads the FORK (all in one
+ * sendmsg where they carry no fds), so the template sees at once a child
+ * that only execs (serve.c spawns it). */
+static int flush(tfork *p)
+{
+    for (tfork__kid *k = p->pending; k; k = k->next) {
+        tfork *c = k->proc;
+
+        if (c && c->fork_queued) {
+            c->fork_queued = 0;
+            if (c->fd >= 0 && c->q.head) {
+                if (flush(c) < 0)
+                    tfork__queue_drop(c);
+                tfork__ev_update(c);
+            }
+        }
+    }
+    return tfork__flush(p);
+}
+
 void tfork__on_io(tfork *p, int readable, int writable)
 {
     tfork__hold(p);
     if (writable && p->fd >= 0) {
-        int r = tfork__flush(p);
+        int r = flush(p);
 
         if (r < 0)
             tfork__queue_drop(p);   /* the reader will see the EOF */
@@ -585,7 +607,11 @@ static void kick(tfork *p)
 {
     if (p->fd < 0)
         return;
-    if (tfork__flush(p) < 0)
+    if (p->fork_queued) {
+        tfork__ev_update(p);    /* it goes with the FORK (flush) */
+        return;
+    }
+    if (flush(p) < 0)
         tfork__queue_drop(p);
     tfork__ev_update(p);
 }
@@ -676,11 +702,12 @@ static tfork *fork_child(tfork *x, uint32_t flags)
     c->reaper = tree_of(x);
     tfork__hold(c->reaper);
     c->reaper->kidrefs++;
-    /* the child's own commands go out now, the FORK from the loop: by
-     * then the child's socket holds what the caller queued for it in the
-     * meantime, and a child that only execs can be spawned by x instead
+    /* the FORK goes out from the loop, the child's commands just before
+     * it (flush): by then they hold what the caller queued for the child
+     * meanwhile, and a child that only execs can be spawned by x instead
      * of forked (serve.c) */
-    kick(c);
+    c->fork_queued = 1;
+    tfork__ev_update(c);
     tfork__ev_update(x);
     return c;
 }

@@ -237,6 +237,8 @@ struct tfork {
     tfork *reaper;              /* held: whose table has our kid */
     tfork__kid *kid;            /* our own record (weak; see kid->proc) */
     int eof_early;              /* EOF before our fork was resolved */
+    int fork_queued;            /* our FORK is still in the parent's queue:
+                                   our frames go out just before it */
     int draining;               /* freed: half-closed, reading to EOF */
 
     uint32_t next_id;           /* for children we fork */
