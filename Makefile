@@ -8,6 +8,9 @@
 #                   (check-valgrind-all: every suite, fault, rpc and pool too)
 #   make demo       run examples/demo.sh, else the programs in $(DEMOS)
 #   make bench      run bench/run.sh (BENCH_QUICK=1: a short run)
+#   make fuzz       run each libFuzzer harness (tests/fuzz/fuzz_*.c) for
+#                   FUZZ_TIME seconds (default 45); needs clang's libFuzzer
+#   make fuzz-seeds rewrite the seed corpora tests/fuzz/<harness>/seed-*
 #   make soak       tests/soak/soak: 100000 spawn cycles, then 1000 children
 #                   alive at once; fds, children and memory must stay flat
 #                   (minutes; SOAK_CYCLES=n for fewer; not in make check)
@@ -357,6 +360,98 @@ bench-peers:
 	  echo "apt-get update"; apt-get update && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(BENCH_PEER_PKGS); }
 
+# ---------------------------------------------------------------- fuzz
+# libFuzzer harnesses: tests/fuzz/fuzz_NAME.c, each with its corpus in
+# tests/fuzz/NAME/ (seed-* from tests/fuzz/gen_seeds.c, and every crash-,
+# timeout-, leak- or oom- input a run finds: libFuzzer writes them there,
+# and tests/check_fuzz replays them all in `make check`).  The library
+# is built again for them with clang, ASan, UBSan and coverage, under
+# fuzz-build/; what a run learns (its growing corpus) stays there too.
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 45
+FUZZ_FLAGS ?=
+FUZZ_DIR    = fuzz-build
+FUZZ_NAMES  = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS   = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_SAN    = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer
+FUZZ_CFLAGS = -std=gnu11 -g -O1 $(WARN_CFLAGS) $(FUZZ_SAN)
+FUZZ_LIB_OBJS = $(LIB_SRCS:%.c=$(FUZZ_DIR)/%.o)
+# fuzz_serve's template runs in child processes: every one of them folds
+# its coverage into the harness's on the way out through _exit
+FUZZ_LDFLAGS_serve = -Wl,--wrap=_exit
+
+.PHONY: fuzz fuzz-seeds fuzz-toolchain
+fuzz-toolchain:
+	@mkdir -p $(FUZZ_DIR); \
+	printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+	  'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)' \
+	  '{ (void)d; (void)n; return 0; }' > $(FUZZ_DIR)/probe.c; \
+	if ! command -v $(FUZZ_CC) >/dev/null 2>&1; then \
+	  echo "make fuzz: $(FUZZ_CC) is not installed (Debian 12: apt-get install" \
+	    "clang libclang-rt-14-dev)" >&2; exit 1; fi; \
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $(FUZZ_DIR)/probe \
+	  $(FUZZ_DIR)/probe.c >$(FUZZ_DIR)/probe.log 2>&1 || { \
+	  cat $(FUZZ_DIR)/probe.log >&2; \
+	  echo "make fuzz: $(FUZZ_CC) cannot link libFuzzer (-fsanitize=fuzzer):" \
+	    "a clang without its runtime (Debian 12: apt-get install" \
+	    "libclang-rt-14-dev; clang N: libclang-rt-N-dev), or not clang" \
+	    "(FUZZ_CC=clang)" >&2; exit 1; }
+
+# rebuilt when the fuzz compiler or flags change, as .build-flags does
+FUZZ_BUILD_FLAGS = $(FUZZ_CC) | $(ALL_CPPFLAGS) | $(FUZZ_CFLAGS) | $(EV_LIBS) $(LIBS)
+$(FUZZ_DIR)/.flags: FORCE
+	@mkdir -p $(FUZZ_DIR); flags='$(subst ','\'',$(FUZZ_BUILD_FLAGS))'; \
+	printf '%s\n' "$$flags" | cmp -s - $@ || printf '%s\n' "$$flags" > $@
+
+$(FUZZ_DIR)/%.o: %.c $(FUZZ_DIR)/.flags | config.h fuzz-toolchain
+	@mkdir -p $(@D)
+	$(call msg,FUZZCC,$@)$(FUZZ_CC) $(ALL_CPPFLAGS) $(FUZZ_CFLAGS) \
+	  -fsanitize=fuzzer-no-link $(DEPFLAGS) -c -o $@ $<
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS) $(FUZZ_DIR)/.flags | config.h
+	$(call msg,FUZZLD,$@)$(FUZZ_CC) $(ALL_CPPFLAGS) -Itests $(FUZZ_CFLAGS) \
+	  -fsanitize=fuzzer -DTFORK_FUZZ_MAIN $(DEPFLAGS) -MF $@.d -MT $@ \
+	  -o $@ $< $(FUZZ_LIB_OBJS) $(FUZZ_LDFLAGS_$*) $(EV_LIBS) -ldl $(LIBS)
+
+# Each harness runs FUZZ_TIME seconds (libFuzzer stops at its first
+# crash, hang or leak); the table says how many inputs each ran and what
+# it found.  FUZZ_FLAGS go to every libFuzzer run (e.g. -jobs=2).
+fuzz: fuzz-toolchain $(FUZZ_BINS)
+	@found=0; table=; \
+	for h in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$h tests/fuzz/$$h; \
+	  before=$$(ls tests/fuzz/$$h | grep -Ec '^(crash|timeout|leak|oom)-'); \
+	  echo "== fuzz_$$h: $(FUZZ_TIME) s (log: $(FUZZ_DIR)/fuzz_$$h.log)"; \
+	  ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(RUN_ENV) ./$(FUZZ_DIR)/fuzz_$$h -max_total_time=$(FUZZ_TIME) \
+	    -timeout=25 -rss_limit_mb=4096 -print_final_stats=1 \
+	    -artifact_prefix=tests/fuzz/$$h/ $(FUZZ_FLAGS) \
+	    $(FUZZ_DIR)/corpus/$$h tests/fuzz/$$h >$(FUZZ_DIR)/fuzz_$$h.log 2>&1; \
+	  rc=$$?; \
+	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' \
+	    $(FUZZ_DIR)/fuzz_$$h.log | tail -n 1); \
+	  after=$$(ls tests/fuzz/$$h | grep -Ec '^(crash|timeout|leak|oom)-'); \
+	  new=$$((after - before)); \
+	  if [ $$rc -ne 0 ] || [ $$new -ne 0 ]; then \
+	    found=1; tail -n 40 $(FUZZ_DIR)/fuzz_$$h.log; \
+	    ls -t tests/fuzz/$$h | grep -E '^(crash|timeout|leak|oom)-' | head -n 1 | \
+	      sed "s|^|  new regression input: tests/fuzz/$$h/|"; \
+	  fi; \
+	  table="$$table$$(printf '%-8s %12s execs  %d crash(es)/hang(s)  (exit %d)' \
+	    $$h "$${execs:-?}" $$new $$rc)\n"; \
+	done; \
+	echo; printf "$$table"; \
+	[ $$found -eq 0 ] || { echo "make fuzz: found bugs; make check replays" \
+	  "them (tests/check_fuzz)" >&2; exit 1; }
+
+fuzz-seeds: libtfork.a
+	$(call msg,CCLD,$(FUZZ_DIR)/gen_seeds)mkdir -p $(FUZZ_DIR) && \
+	  $(CC) $(ALL_CPPFLAGS) $(PROG_CFLAGS) -o $(FUZZ_DIR)/gen_seeds \
+	  tests/fuzz/gen_seeds.c libtfork.a $(EV_LIBS) -ldl $(LIBS)
+	rm -f tests/fuzz/*/seed-*
+	./$(FUZZ_DIR)/gen_seeds tests/fuzz
+
 # ---------------------------------------------------------------- install
 # libev has no .pc file: its flags go into ours, as every program using
 # tfork runs a libev loop.
@@ -487,6 +582,7 @@ clean:
 	  tfork-serve tfork-task tfork.pc .build-flags tests/*.so tests/*.log \
 	  tests/soak/soak tests/soak/*.d \
 	  $(patsubst %.c,%,$(wildcard examples/*.c bench/*.c tests/check_*.c tests/prog_*.c))
+	rm -rf $(FUZZ_DIR)
 distclean: clean
 	rm -f config.mk config.h config.log config.status
 maintainer-clean: distclean
@@ -495,3 +591,4 @@ maintainer-clean: distclean
 
 -include $(wildcard src/*.d serve/*.d tests/*.d tests/soak/*.d examples/*.d \
   bench/*.d)
+-include $(wildcard $(FUZZ_DIR)/*.d $(FUZZ_DIR)/src/*.d $(FUZZ_DIR)/serve/*.d)

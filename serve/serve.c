@@ -167,7 +167,7 @@ static void serve_REQUIRE(struct serve *s)
     if (tfork__cur_done(&c))
         protocol_error(s, "REQUIRE");
     s->sigdirty = 1;            /* constructors may set up signals */
-    if (!dlopen(path, RTLD_NOW | RTLD_GLOBAL)) {
+    if (!tfork__sys.dlopen(path, RTLD_NOW | RTLD_GLOBAL)) {
         const char *e = dlerror();
 
         reply_error(s, -ELIBACC, 0, "require %s: %s", path,
@@ -197,7 +197,7 @@ static void serve_EVAL(struct serve *s)
         free(argv);
         protocol_error(s, "EVAL");
     }
-    f = tfork__lookup(name);
+    f = tfork__sys.lookup(name);
     if (!f) {
         reply_error(s, -ENOENT, 0, "eval: no function '%s' in process %d",
                     name, (int)getpid());
@@ -659,7 +659,7 @@ static void serve_RUN(struct serve *s)
     tfork__cur_str(&c, &name, NULL);
     if (tfork__cur_done(&c))
         protocol_error(s, "RUN");
-    f = tfork__lookup(name);
+    f = tfork__sys.lookup(name);
     if (!f) {
         reply_error(s, -ENOENT, 0, "run: no function '%s' in process %d",
                     name, (int)getpid());
@@ -748,10 +748,7 @@ static void serve_EXEC(struct serve *s)
     leave_loop(s, NULL);
     e = place_fds(s);
     if (e == 0) {
-        if (envp)
-            execvpe(path, argv, envp);
-        else
-            execvp(path, argv);
+        tfork__sys.execvpe(path, argv, envp ? envp : environ);
         e = -errno;
     }
     reply_error(s, e, 0, "exec %s: %s", path, strerror(-e));

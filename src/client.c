@@ -199,6 +199,8 @@ static void table_abandon(tfork *root)
 
 /* ---- run/exec completion ---- */
 
+static void fork_failed(tfork__kid *k, const tfork *from);
+
 static void finish_run(tfork *p, int fd, int err)
 {
     tfork_run_cb *cb = p->run_cb;
@@ -206,13 +208,21 @@ static void finish_run(tfork *p, int fd, int err)
     p->state = TFORK_DONE;
     p->run_cb = NULL;
     tfork__hold(p);
+    /* p runs user code now (or failed): a fork it has not answered
+     * never will be.  Say so now, from the loop, not later inside the
+     * tfork_free of the child that holds p (destroy()). */
+    while (p->pending) {
+        tfork__kid *k = p->pending;
+
+        p->pending = k->next;
+        k->next = NULL;
+        fork_failed(k, p);
+    }
     if (cb)
         cb(p, fd, err, p->run_data);
     p->user = 0;
     tfork__release(p);
 }
-
-static void fork_failed(tfork__kid *k, const tfork *from);
 
 /* p has failed: everything waiting on it learns why. */
 static void doom(tfork *p)
@@ -426,6 +436,10 @@ static void handle_frame(tfork *p)
     }
     protocol_violation(p, "unexpected or malformed reply");
     close_sock(p);
+    /* no exit comes through this socket any more: say so now, from the
+     * loop, not later inside tfork_free's destroy() */
+    if (p->root)
+        table_abandon(p);
     doom(p);
 }
 

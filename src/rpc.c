@@ -216,12 +216,15 @@ static void kick(tfork_rpc *r)
 static int on_reply(tfork_rpc *r, tfork_cur *cur)
 {
     uint32_t id, n;
-    struct iovec *v;
+    struct iovec *v = NULL;
     struct call *c;
 
+    /* parts decoded but followed by junk: v is ours to free */
     if (tfork__cur_u32(cur, &id) || tfork__cur_parts(cur, &v, &n) ||
-        tfork__cur_done(cur))
+        tfork__cur_done(cur)) {
+        free(v);
         return -EPROTO;
+    }
     c = call_find(r, id);
     if (!c || (!r->o.async && c != r->head)) {
         free(v);
@@ -261,10 +264,12 @@ static int on_fail(tfork_rpc *r, tfork_cur *cur)
 static int on_event(tfork_rpc *r, tfork_cur *cur)
 {
     uint32_t n;
-    struct iovec *v;
+    struct iovec *v = NULL;
 
-    if (tfork__cur_parts(cur, &v, &n) || tfork__cur_done(cur))
+    if (tfork__cur_parts(cur, &v, &n) || tfork__cur_done(cur)) {
+        free(v);
         return -EPROTO;
+    }
     if (r->o.on_event)
         r->o.on_event(r, (int)n, v, r->o.data);
     free(v);

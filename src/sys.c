@@ -1,5 +1,6 @@
 /* sys.c: the table of system calls that tests replace to inject faults
  * (as sqlite's os_unix.c does); everything else calls through it. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -40,4 +41,7 @@ struct tfork__sys tfork__sys = {
     .posix_spawnp = posix_spawnp,
     .pidfd_open = tfork__sys_pidfd_open,
     .dup_cloexec = sys_dup_cloexec,
+    .dlopen = dlopen,
+    .lookup = tfork__lookup,
+    .execvpe = execvpe,
 };

@@ -34,7 +34,17 @@ struct tfork__sys {
                         char *const envp[]);
     int (*pidfd_open)(pid_t pid, unsigned flags);   /* -1 + errno */
     int (*dup_cloexec)(int fd);                     /* fcntl(F_DUPFD_CLOEXEC, 3) */
+    /* How a template runs code a client names (serve.c: require, eval
+     * and run, exec; and posix_spawnp above): the fuzz harness
+     * tests/fuzz/fuzz_serve.c puts harmless fakes here, so a hostile
+     * byte stream cannot dlopen any path, call any symbol ("abort",
+     * "system") or exec any program. */
+    void *(*dlopen)(const char *path, int flags);
+    void (*(*lookup)(const char *name))(void);      /* tfork__lookup */
+    int (*execvpe)(const char *file, char *const argv[],
+                   char *const envp[]);
 };
+#define TFORK__SYS_CODE_HOOKS 1 /* dlopen, lookup, execvpe are above */
 extern struct tfork__sys tfork__sys;
 
 /* Default implementations, for a test that wraps one of them. */
