@@ -949,6 +949,10 @@ static int start_run(tfork *p, tfork_buf *b, int is_exec, tfork_run_cb *cb,
     p->run_cb = cb;
     p->run_data = data;
     p->is_exec = is_exec;
+    /* p takes no more commands: its FORK and they need not wait for the
+     * loop (flush sends them in that order) */
+    if (p->fork_queued && p->parent)
+        kick(p->parent);
     if (p->err || p->fd < 0) {
         /* already failed: tell the callback from the loop */
         if (!p->err)
