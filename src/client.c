@@ -456,9 +456,13 @@ static int flush(tfork *p)
         if (c && c->fork_queued) {
             c->fork_queued = 0;
             if (c->fd >= 0 && c->q.head) {
+                /* the release lets a child freed meanwhile, whose queue
+                 * kept it busy, go on to its end (check) */
+                tfork__hold(c);
                 if (flush(c) < 0)
                     tfork__queue_drop(c);
                 tfork__ev_update(c);
+                tfork__release(c);
             }
         }
     }
