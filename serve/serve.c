@@ -543,21 +543,25 @@ out:
     return r;
 }
 
-/* Answers for a spawned child: its pid to the client (FORKED here, and
- * EXECSTART on its socket, whose EOF then says the exec succeeded). */
+/* Answers for a spawned child: EXECSTART with its pid on its socket,
+ * whose EOF then says the exec succeeded.  The client takes that
+ * EXECSTART for the FORKED too (one frame and one wake-up less per
+ * exec); FORKED still comes when it carries a pidfd, or when the child's
+ * socket could not take the EXECSTART. */
 static void spawned(struct serve *s, uint32_t id, uint32_t flags, pid_t pid,
                     int child_sock)
 {
     tfork_buf b;
+    int told = 0;
 
-    forked_reply(s, id, flags, pid);
-    /* a client that closed this child's socket has nothing to hear */
     tfork__buf_frame(&b, TFORK_OP_EXECSTART, 0);
     tfork__buf_u32(&b, (uint32_t)pid);
     if (tfork__buf_end(&b) == 0)
-        (void)tfork__send_all(child_sock, b.p, b.len, NULL, 0);
+        told = tfork__send_all(child_sock, b.p, b.len, NULL, 0) == 0;
     tfork__buf_free(&b);
     close(child_sock);
+    if (!told || (flags & TFORK_FORK_PIDFD))
+        forked_reply(s, id, flags, pid);
 }
 
 static void serve_FORK(struct serve *s)

@@ -432,6 +432,11 @@ static void handle_frame(tfork *p)
             break;
         p->pid = (pid_t)a;
         p->exec_started = 1;
+        /* the process says who it is: its fork is resolved, whether or
+         * not its parent's FORKED has come (a template that spawned it
+         * sends none) */
+        if (p->kid && kid_place(p->kid) == K_PENDING && p->parent)
+            forked(p->parent, p->kid->id, (pid_t)a);
         return;
     }
     protocol_violation(p, "unexpected or malformed reply");

@@ -46,7 +46,8 @@
     X(RUNOK,    19, P, 0)  /* i32 pid: func found, about to be called */   \
     X(EXECSTART,20, P, 0)  /* i32 pid: execve follows; EOF = success
                               (sent by the template for a child it
-                              spawned instead of forking) */
+                              spawned instead of forking: then it also
+                              stands for that child's FORKED) */
 
 enum tfork_op {
 #define TFORK_OP_ENUM(n, c, d, f) TFORK_OP_##n = c,
