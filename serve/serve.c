@@ -300,10 +300,11 @@ static void forked_reply(struct serve *s, uint32_t id, uint32_t flags,
 
 /* ---- a child that is only going to exec: spawned, not forked ----
  *
- * When a FORK is read, the new child's socket usually already holds all
- * its commands: the client queues them before the FORK goes out.  A
- * child whose commands are exactly HELLO, args and EXEC needs no copy of
- * the template at all -- posix_spawn starts the program from here, as
+ * When a FORK says the child's commands end with an exec
+ * (TFORK_FORK_EXEC), its socket already holds them all: the client sends
+ * them just before the FORK.  A child whose commands are exactly HELLO,
+ * args and EXEC needs no copy of the template at all -- posix_spawn
+ * starts the program from here, as
  * cheaply as spawning from a small process can be, and this process
  * answers on the child's socket as the child would have: EXECSTART, then
  * EOF (or an error).  Anything else is forked, and the child first
@@ -579,7 +580,8 @@ static void serve_FORK(struct serve *s)
     if (tfork__cur_done(&c))
         protocol_error(s, "FORK");
     s->rd.fds[0] = -1;
-    pk = peek_read(child_sock);
+    /* the client says when the child's commands end with an exec */
+    pk = (flags & TFORK_FORK_EXEC) ? peek_read(child_sock) : NULL;
     if (!(flags & TFORK_FORK_NEWROOT) && spawn_reports_errors()) {
         const struct peek_frame *ef = spawnable(pk);
 

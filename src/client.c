@@ -730,6 +730,7 @@ static tfork *fork_child(tfork *x, uint32_t flags)
      * meanwhile, and a child that only execs can be spawned by x instead
      * of forked (serve.c) */
     c->fork_queued = 1;
+    c->fork_frame = x->q.tail;
     tfork__ev_update(c);
     tfork__ev_update(x);
     return c;
@@ -947,6 +948,19 @@ TFORK_EXTERN int tfork_send_fd(tfork *p, int fd)
     return queue(p, &b, d);
 }
 
+/* Sets TFORK_FORK_EXEC in p's FORK, still unsent in its parent's
+ * queue (the flags follow the header and the u32 id). */
+static void hint_exec(tfork *p)
+{
+    for (struct tfork__frame *f = p->parent->q.head; f; f = f->next) {
+        if (f == p->fork_frame && f->off == 0 &&
+            f->len >= TFORK_HDR_LEN + 8) {
+            f->buf[TFORK_HDR_LEN + 4] |= TFORK_FORK_EXEC;
+            return;
+        }
+    }
+}
+
 static int start_run(tfork *p, tfork_buf *b, int is_exec, tfork_run_cb *cb,
                      void *data)
 {
@@ -959,9 +973,13 @@ static int start_run(tfork *p, tfork_buf *b, int is_exec, tfork_run_cb *cb,
     p->run_data = data;
     p->is_exec = is_exec;
     /* p takes no more commands: its FORK and they need not wait for the
-     * loop (flush sends them in that order) */
-    if (p->fork_queued && p->parent)
+     * loop (flush sends them in that order); a FORK followed by nothing
+     * but an exec says so, for the template to spawn the program */
+    if (p->fork_queued && p->parent) {
+        if (is_exec)
+            hint_exec(p);
         kick(p->parent);
+    }
     if (p->err || p->fd < 0) {
         /* already failed: tell the callback from the loop */
         if (!p->err)

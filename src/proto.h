@@ -59,6 +59,10 @@ enum tfork_op {
 #define TFORK_FORK_NEWROOT 1u   /* the child becomes a template of its own */
 #define TFORK_FORK_PIDFD   2u   /* FORKED carries a pidfd, where the kernel
                                    has them (then its fd count is 1) */
+#define TFORK_FORK_EXEC    4u   /* the child's commands, on its socket
+                                   ahead of this FORK, end with EXEC: the
+                                   template may spawn it (a hint; without
+                                   it the template does not look) */
 #define TFORK_EXEC_ENVP    1u   /* EXEC carries an environment list */
 
 /* The RPC channel (tfork/rpc.h): after RUNOK of the RPC server function

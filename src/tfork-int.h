@@ -249,6 +249,7 @@ struct tfork {
     int eof_early;              /* EOF before our fork was resolved */
     int fork_queued;            /* our FORK is still in the parent's queue:
                                    our frames go out just before it */
+    struct tfork__frame *fork_frame;    /* that FORK, while fork_queued */
     int draining;               /* freed: half-closed, reading to EOF */
 
     uint32_t next_id;           /* for children we fork */
