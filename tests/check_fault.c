@@ -1761,7 +1761,7 @@ START_TEST(test_pool_faults)
     struct fault_job j[FAULT_NJOBS], l[FAULT_NLATE];
     tfork_pool_opts o = { .max = 3, .start = 0.01,
                           .on_destroy = fault_pool_destroy };
-    int nok = 0, nagain = 0, npipe = 0, lok = 0, lpipe = 0;
+    int nok = 0, nagain = 0, npipe = 0, lok = 0, lagain = 0, lpipe = 0;
     char forkmsg[128], tplmsg[64];
     tfork_pool *pool;
     tfork *tpl;
@@ -1847,13 +1847,18 @@ START_TEST(test_pool_faults)
         if (l[i].err == 0) {
             ck_assert_str_eq(l[i].tag, tag);
             lok++;
+        } else if (l[i].err == -EAGAIN) {
+            /* a worker started for it before the kill, and the injected
+             * fault refused that fork (slow runs, e.g. under valgrind) */
+            ck_assert_str_eq(l[i].msg, forkmsg);
+            lagain++;
         } else {
             ck_assert_msg(l[i].err == -EPIPE && strcmp(l[i].msg, tplmsg) ==
                           0, "late call %d: %d '%s'", i, l[i].err, l[i].msg);
             lpipe++;
         }
     }
-    ck_assert_int_eq(lok + lpipe, FAULT_NLATE);
+    ck_assert_int_eq(lok + lagain + lpipe, FAULT_NLATE);
     APIV(tfork_pool_free(pool));
     RUN_UNTIL(T.loop, fault_destroyed, 60.);
     ck_assert_int_eq(fault_destroyed, 1);
