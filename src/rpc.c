@@ -379,13 +379,46 @@ tfork_rpc *tfork_rpc_new(tfork *p, const char *func, const tfork_rpc_opts *o)
     return tfork__rpc_new(p, func, o, 0, NULL);
 }
 
+/* A handle with its RPC_SETUP queued, not yet on a socket; o already
+ * checked.  NULL on ENOMEM. */
+static tfork_rpc *rpc_alloc(struct ev_loop *loop, const char *func,
+                            const tfork_rpc_opts *o, unsigned flags)
+{
+    tfork_rpc *r = calloc(1, sizeof *r);
+    tfork_buf b;
+
+    if (!r || !(r->func = strdup(func)) ||
+        (o->init && !(r->init = strdup(o->init))))
+        goto nomem;
+    r->loop = loop;
+    r->fd = -1;
+    r->o = *o;
+    r->o.init = NULL;
+    tfork__rrd_init(&r->rd, 0);
+    r->w = tfork__watch_new(loop, io_cb, NULL, r);
+    if (!r->w)
+        goto nomem;
+    tfork__buf_frame(&b, TFORK_OP_RPC_SETUP, 0);
+    tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
+    tfork__buf_u32(&b, TFORK_PROTO_VERSION);
+    tfork__buf_u32(&b, (o->async ? TFORK_RPC_ASYNC : 0) | flags);
+    tfork__buf_str(&b, func, strlen(func));
+    tfork__buf_str(&b, r->init ? r->init : "", r->init ? strlen(r->init) : 0);
+    if (tfork__outq_push(&r->q, &b, -1) < 0)
+        goto nomem;
+    return r;
+nomem:
+    if (r)
+        release_now(r);
+    return NULL;
+}
+
 tfork_rpc *tfork__rpc_new(tfork *p, const char *func,
                           const tfork_rpc_opts *o, unsigned flags,
                           void (*on_retire)(tfork_rpc *r, void *data))
 {
     static const tfork_rpc_opts defaults;
     tfork_rpc *r;
-    tfork_buf b;
     int e;
 
     if (!p) {
@@ -400,27 +433,13 @@ tfork_rpc *tfork__rpc_new(tfork *p, const char *func,
         errno = EINVAL;
         return NULL;
     }
-    r = calloc(1, sizeof *r);
-    if (!r || !(r->func = strdup(func)) ||
-        (o->init && !(r->init = strdup(o->init))))
-        goto nomem;
-    r->loop = p->loop;
-    r->fd = -1;
-    r->o = *o;
-    r->o.init = NULL;
+    r = rpc_alloc(p->loop, func, o, flags);
+    if (!r) {
+        tfork_free(p);
+        errno = ENOMEM;
+        return NULL;
+    }
     r->on_retire = on_retire;
-    tfork__rrd_init(&r->rd, 0);
-    r->w = tfork__watch_new(r->loop, io_cb, NULL, r);
-    if (!r->w)
-        goto nomem;
-    tfork__buf_frame(&b, TFORK_OP_RPC_SETUP, 0);
-    tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
-    tfork__buf_u32(&b, TFORK_PROTO_VERSION);
-    tfork__buf_u32(&b, (o->async ? TFORK_RPC_ASYNC : 0) | flags);
-    tfork__buf_str(&b, func, strlen(func));
-    tfork__buf_str(&b, r->init ? r->init : "", r->init ? strlen(r->init) : 0);
-    if (tfork__outq_push(&r->q, &b, -1) < 0)
-        goto nomem;
     e = tfork_run(p, TFORK__RPC_SERVER, run_cb, r);
     if (e < 0) {
         release_now(r);
@@ -429,12 +448,6 @@ tfork_rpc *tfork__rpc_new(tfork *p, const char *func,
         return NULL;
     }
     return r;
-nomem:
-    if (r)
-        release_now(r);
-    tfork_free(p);
-    errno = ENOMEM;
-    return NULL;
 }
 
 tfork_rpc *tfork__rpc_attach(struct ev_loop *loop, int fd, const char *func,
@@ -442,7 +455,6 @@ tfork_rpc *tfork__rpc_attach(struct ev_loop *loop, int fd, const char *func,
 {
     static const tfork_rpc_opts defaults;
     tfork_rpc *r;
-    tfork_buf b;
 
     if (!o)
         o = &defaults;
@@ -450,32 +462,14 @@ tfork_rpc *tfork__rpc_attach(struct ev_loop *loop, int fd, const char *func,
         errno = EINVAL;
         return NULL;
     }
-    r = calloc(1, sizeof *r);
-    if (!r || !(r->func = strdup(func)))
-        goto nomem;
-    r->loop = loop;
-    r->fd = -1;
-    r->o = *o;
-    tfork__rrd_init(&r->rd, 0);
-    r->w = tfork__watch_new(loop, io_cb, NULL, r);
-    if (!r->w)
-        goto nomem;
-    tfork__buf_frame(&b, TFORK_OP_RPC_SETUP, 0);
-    tfork__buf_u32(&b, TFORK_PROTO_MAGIC);
-    tfork__buf_u32(&b, TFORK_PROTO_VERSION);
-    tfork__buf_u32(&b, 0);
-    tfork__buf_str(&b, func, strlen(func));
-    tfork__buf_str(&b, "", 0);
-    if (tfork__outq_push(&r->q, &b, -1) < 0)
-        goto nomem;
+    r = rpc_alloc(loop, func, o, 0);
+    if (!r) {
+        errno = ENOMEM;
+        return NULL;
+    }
     r->fd = fd;
     kick(r);
     return r;
-nomem:
-    if (r)
-        release_now(r);
-    errno = ENOMEM;
-    return NULL;
 }
 
 void tfork__rpc_abort(tfork_rpc *r, int err, const char *msg)
