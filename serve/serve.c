@@ -279,6 +279,31 @@ void tfork__signals_reset(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* An EXEC payload: path, argv and envp (NULL: keep the environment),
+ * the lists malloc'ed, the strings in the payload.  0, or -EPROTO for a
+ * malformed frame (nothing to free then). */
+static int exec_parse(const void *payload, size_t len, const char **path,
+                      char ***argv, char ***envp)
+{
+    tfork_cur c;
+    uint32_t flags, argc, envc;
+
+    *argv = *envp = NULL;
+    tfork__cur_init(&c, payload, len);
+    tfork__cur_u32(&c, &flags);
+    tfork__cur_str(&c, path, NULL);
+    if (tfork__cur_list(&c, TFORK_LIST_MAX, argv, &argc) == 0 &&
+        (flags & TFORK_EXEC_ENVP))
+        tfork__cur_list(&c, TFORK_LIST_MAX, envp, &envc);
+    if (tfork__cur_done(&c) || !(*path)[0]) {
+        free(*argv);
+        free(*envp);
+        *argv = *envp = NULL;
+        return -EPROTO;
+    }
+    return 0;
+}
+
 static void forked_reply(struct serve *s, uint32_t id, uint32_t flags,
                          pid_t pid)
 {
@@ -471,20 +496,12 @@ static int spawn_exec(struct serve *s, const struct peek *pk,
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
-    tfork_cur c;
-    uint32_t flags, argc, envc = 0;
     const char *path;
-    char **argv = NULL, **envp = NULL;
+    char **argv, **envp;
     int *src = NULL, n = 0, low = 0, r = EINVAL;
 
-    tfork__cur_init(&c, ef->payload, ef->h.len);
-    tfork__cur_u32(&c, &flags);
-    tfork__cur_str(&c, &path, NULL);
-    if (tfork__cur_list(&c, TFORK_LIST_MAX, &argv, &argc) == 0 &&
-        (flags & TFORK_EXEC_ENVP))
-        tfork__cur_list(&c, TFORK_LIST_MAX, &envp, &envc);
-    if (tfork__cur_done(&c) || !path[0])
-        goto out;               /* the child reports the bad frame */
+    if (exec_parse(ef->payload, ef->h.len, &path, &argv, &envp) < 0)
+        return EINVAL;          /* the child reports the bad frame */
     src = malloc(sizeof(int) * (s->nargs + (size_t)pk->n));
     if (!src) {
         r = ENOMEM;
@@ -733,23 +750,12 @@ static int place_fds(struct serve *s)
 
 static void serve_EXEC(struct serve *s)
 {
-    tfork_cur c;
-    uint32_t flags, argc, envc = 0;
     const char *path;
-    char **argv = NULL, **envp = NULL;
+    char **argv, **envp;
     int e;
 
-    tfork__cur_init(&c, s->rd.payload, s->rd.h.len);
-    tfork__cur_u32(&c, &flags);
-    tfork__cur_str(&c, &path, NULL);
-    if (tfork__cur_list(&c, TFORK_LIST_MAX, &argv, &argc) == 0 &&
-        (flags & TFORK_EXEC_ENVP))
-        tfork__cur_list(&c, TFORK_LIST_MAX, &envp, &envc);
-    if (tfork__cur_done(&c) || !path[0]) {
-        free(argv);
-        free(envp);
+    if (exec_parse(s->rd.payload, s->rd.h.len, &path, &argv, &envp) < 0)
         protocol_error(s, "EXEC");
-    }
     reply_pid(s, TFORK_OP_EXECSTART, getpid());
     leave_loop(s, NULL);
     e = place_fds(s);
