@@ -229,43 +229,10 @@ static void core_end(void)
     T.loop = NULL;
 }
 
-/* Reads fd until EOF (line == 0) or through the first newline, waiting
- * with poll up to secs.  Returns the bytes (malloc'ed, NUL-terminated). */
+/* Reads fd until EOF (line == 0) or through the first newline. */
 static char *core_read(int fd, int line, double secs, size_t *lenp)
 {
-    double deadline = tu_now() + secs;
-    size_t len = 0, cap = 256;
-    char *buf = malloc(cap);
-
-    ck_assert_ptr_nonnull(buf);
-    for (;;) {
-        struct pollfd pfd = { fd, POLLIN, 0 };
-        double left = deadline - tu_now();
-        ssize_t r;
-
-        ck_assert_msg(left > 0, "%s: no %s on fd %d within %.0f s (got %zu "
-                      "bytes)", T.what, line ? "line" : "EOF", fd, secs, len);
-        if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
-            continue;
-        if (len + 2 > cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            ck_assert_ptr_nonnull(buf);
-        }
-        r = read(fd, buf + len, line ? 1 : cap - len - 1);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        ck_assert_msg(r >= 0, "read fd %d: %s", fd, strerror(errno));
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (line && buf[len - 1] == '\n')
-            break;
-    }
-    buf[len] = 0;
-    if (lenp)
-        *lenp = len;
-    return buf;
+    return tu_read(fd, line, secs, T.what, lenp);
 }
 
 static void core_hex(char *out, const void *p, size_t n)

@@ -174,37 +174,7 @@ static tfork *fault_fork(tfork *p)
 /* Reads fd to EOF (or its first line) within secs; malloc'ed, NUL-ended. */
 static char *fault_read(int fd, int line, double secs)
 {
-    double dl = tu_now() + secs;
-    size_t len = 0, cap = 256;
-    char *buf = malloc(cap);
-
-    ck_assert_ptr_nonnull(buf);
-    for (;;) {
-        struct pollfd pfd = { fd, POLLIN, 0 };
-        double left = dl - tu_now();
-        ssize_t r;
-
-        ck_assert_msg(left > 0, "%s: no %s on fd %d within %.0f s", T.what,
-                      line ? "line" : "EOF", fd, secs);
-        if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
-            continue;
-        if (len + 2 > cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            ck_assert_ptr_nonnull(buf);
-        }
-        r = read(fd, buf + len, line ? 1 : cap - len - 1);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        ck_assert_msg(r >= 0, "read fd %d: %s", fd, strerror(errno));
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (line && buf[len - 1] == '\n')
-            break;
-    }
-    buf[len] = 0;
-    return buf;
+    return tu_read(fd, line, secs, T.what, NULL);
 }
 
 /* ---------------------------------------------------------------- run

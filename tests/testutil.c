@@ -320,6 +320,44 @@ void tu_on_exit_cb(pid_t pid, int status, void *data)
     r->status = status;
 }
 
+char *tu_read(int fd, int line, double secs, const char *what,
+              size_t *lenp)
+{
+    double deadline = tu_now() + secs;
+    size_t len = 0, cap = 256;
+    char *buf = malloc(cap);
+
+    ck_assert_ptr_nonnull(buf);
+    for (;;) {
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        double left = deadline - tu_now();
+        ssize_t r;
+
+        ck_assert_msg(left > 0, "%s: no %s on fd %d within %.0f s (got %zu "
+                      "bytes)", what, line ? "line" : "EOF", fd, secs, len);
+        if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
+            continue;
+        if (len + 2 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            ck_assert_ptr_nonnull(buf);
+        }
+        r = read(fd, buf + len, line ? 1 : cap - len - 1);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        ck_assert_msg(r >= 0, "read fd %d: %s", fd, strerror(errno));
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (line && buf[len - 1] == '\n')
+            break;
+    }
+    buf[len] = 0;
+    if (lenp)
+        *lenp = len;
+    return buf;
+}
+
 size_t tu_read_to_eof(int fd, char *out, size_t cap, double secs)
 {
     double dl = tu_now() + secs;

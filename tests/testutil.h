@@ -87,6 +87,12 @@ void tu_on_exit_cb(pid_t pid, int status, void *data);
 /* Reads fd until EOF (every writer closed) into out (NUL-terminated);
  * fails the test if EOF does not come within secs seconds. */
 size_t tu_read_to_eof(int fd, char *out, size_t cap, double secs);
+/* Reads fd until EOF (line == 0) or through the first newline, waiting
+ * with poll up to secs; fails the test (naming what) when time runs out.
+ * The bytes, malloc'ed and NUL-terminated; their count in *lenp unless
+ * NULL. */
+char *tu_read(int fd, int line, double secs, const char *what,
+              size_t *lenp);
 
 /* tu_fnv and tu_pattern are static inline: tests/mod_rpc.c, which links
  * neither testutil.o nor Check, uses them too. */
